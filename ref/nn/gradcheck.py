@@ -93,8 +93,8 @@ def _split_forward(result) -> tuple[list, object]:
 def _loss(outputs: Sequence, cotangents: Sequence) -> float:
     total = 0.0
     for y, dy in zip(outputs, cotangents):
-        if y is not None and dy is not None:
-            total += float(np.sum(np.asarray(y, dtype=np.float64) * dy))
+        if isinstance(y, np.ndarray) and dy is not None:
+            total += float(np.sum(y.astype(np.float64) * dy))
     return total
 
 
@@ -149,7 +149,7 @@ def gradcheck(
         passed through unchanged and not differentiated.
     wrt : names of the inputs to check (default: every floating array).
     cotangents : one per output (``None`` to leave an output out of the loss); default random
-        standard normal for every output that is not ``None``.
+        standard normal for every output that is an array.
     eps, rtol, atol : step and per-tensor tolerance: pass iff
         ``max|numeric - analytic| <= atol + rtol * max|numeric|``.
     rng : source of the random cotangents (default ``np.random.default_rng(0)``).
@@ -172,7 +172,8 @@ def gradcheck(
 
     outputs, cache = _split_forward(forward(**work))
     if cotangents is None:
-        cotangents = [None if y is None else rng.standard_normal(np.shape(y)) for y in outputs]
+        # non-array outputs (e.g. updated running statistics) take no part in the loss
+        cotangents = [rng.standard_normal(y.shape) if isinstance(y, np.ndarray) else None for y in outputs]
     if len(cotangents) != len(outputs):
         raise ValueError(f"cotangents: expected {len(outputs)} (one per output), got {len(cotangents)}")
 

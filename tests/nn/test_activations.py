@@ -1,0 +1,147 @@
+import math
+from functools import partial
+
+import numpy as np
+import pytest
+
+from ref.nn import (
+    gelu,
+    gelu_backward,
+    gradcheck,
+    logsigmoid,
+    logsigmoid_backward,
+    relu,
+    relu_backward,
+    sigmoid,
+    sigmoid_backward,
+    silu,
+    silu_backward,
+    softplus,
+    softplus_backward,
+    tanh,
+    tanh_backward,
+)
+
+PAIRS = {
+    "relu": (relu, relu_backward),
+    "gelu_none": (partial(gelu, approximate="none"), gelu_backward),
+    "gelu_tanh": (partial(gelu, approximate="tanh"), gelu_backward),
+    "sigmoid": (sigmoid, sigmoid_backward),
+    "silu": (silu, silu_backward),
+    "tanh": (tanh, tanh_backward),
+    "softplus": (softplus, softplus_backward),
+    "softplus_beta2": (partial(softplus, beta=2.0, threshold=5.0), softplus_backward),
+    "logsigmoid": (logsigmoid, logsigmoid_backward),
+}
+
+
+def _sig(v):
+    return 1.0 / (1.0 + math.exp(-v))
+
+
+# independent scalar definitions, from the math module
+SCALAR = {
+    "relu": lambda v: max(v, 0.0),
+    "gelu_none": lambda v: 0.5 * v * (1.0 + math.erf(v / math.sqrt(2.0))),
+    "gelu_tanh": lambda v: 0.5 * v * (1.0 + math.tanh(math.sqrt(2.0 / math.pi) * (v + 0.044715 * v**3))),
+    "sigmoid": _sig,
+    "silu": lambda v: v * _sig(v),
+    "tanh": math.tanh,
+    "softplus": lambda v: v if v > 20.0 else math.log1p(math.exp(v)),
+    "softplus_beta2": lambda v: v if 2.0 * v > 5.0 else math.log1p(math.exp(2.0 * v)) / 2.0,
+    "logsigmoid": lambda v: math.log(_sig(v)),
+}
+
+
+def _away_from_zero(rng, shape):
+    """Standard normal values pushed out of (-0.05, 0.05): no input sits on relu's kink."""
+    x = rng.standard_normal(shape) * 2.0
+    return np.where(x >= 0, x + 0.05, x - 0.05)
+
+
+@pytest.mark.parametrize("name", list(PAIRS))
+def test_activation_gradcheck(rng, name):
+    fwd, bwd = PAIRS[name]
+    gradcheck(fwd, bwd, {"x": _away_from_zero(rng, (3, 5))}, rng=rng, name=name)
+
+
+@pytest.mark.parametrize("name", list(PAIRS))
+def test_activation_forward_matches_definition(rng, name):
+    x = _away_from_zero(rng, (4, 6))
+    x[0, :3] = [-8.0, 2.4, 6.0]  # includes softplus_beta2's linear region (2x > 5)
+    y, _ = PAIRS[name][0](x)
+    expected = np.vectorize(SCALAR[name])(x)
+    np.testing.assert_allclose(y, expected, rtol=1e-13, atol=1e-15)
+
+
+def test_gelu_approximations_are_close_but_not_equal(rng):
+    x = np.linspace(-5, 5, 101)
+    exact, _ = gelu(x)
+    approx, _ = gelu(x, approximate="tanh")
+    assert 0 < np.abs(exact - approx).max() < 1e-3
+
+
+def test_relu_gradient_at_zero_is_zero():
+    _, cache = relu(np.array([-1.0, 0.0, 1.0]))
+    np.testing.assert_array_equal(relu_backward(np.ones(3), cache)[0], [0.0, 0.0, 1.0])
+
+
+def test_sigmoid_logsigmoid_silu_stable_at_1000():
+    x = np.array([-1000.0, -50.0, 0.0, 50.0, 1000.0])
+    dy = np.ones(5)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        s, cs = sigmoid(x)
+        ls, cls = logsigmoid(x)
+        si, csi = silu(x)
+        ds = sigmoid_backward(dy, cs)[0]
+        dls = logsigmoid_backward(dy, cls)[0]
+        dsi = silu_backward(dy, csi)[0]
+    np.testing.assert_array_equal(s[[0, 2, 4]], [0.0, 0.5, 1.0])
+    np.testing.assert_array_equal(ls[[0, 4]], [-1000.0, 0.0])
+    np.testing.assert_allclose(ls[[1, 3]], [-50.0, -math.exp(-50.0)], rtol=1e-15)
+    np.testing.assert_array_equal(dls[[0, 4]], [1.0, 0.0])  # d/dx log sigmoid = sigmoid(-x)
+    np.testing.assert_array_equal(si[[0, 4]], [-0.0, 1000.0])
+    for a in (s, ls, si, ds, dls, dsi):
+        assert np.all(np.isfinite(a))
+
+
+def test_softplus_threshold_region():
+    """PyTorch: linear only where beta * x > threshold (strictly); log1p(exp) at the threshold."""
+    x = np.array([19.5, 20.0, 20.0 + 1e-9, 20.5, 30.0])
+    y, cache = softplus(x)
+    (dx,) = softplus_backward(np.ones(5), cache)
+    assert y[1] == math.log1p(math.exp(20.0)) and y[1] != 20.0  # at the threshold: not yet linear
+    np.testing.assert_array_equal(y[2:], x[2:])  # past it: exactly x
+    np.testing.assert_allclose(y[0], math.log1p(math.exp(19.5)), rtol=1e-15)
+    np.testing.assert_allclose(dx[:2], [_sig(19.5), _sig(20.0)], rtol=1e-15)
+    np.testing.assert_array_equal(dx[2:], [1.0, 1.0, 1.0])
+    assert abs(y[2] - y[1]) < 3e-9  # the jump at the switch is below exp(-20)
+    # both sides of the switch, away from it by more than the finite-difference step
+    gradcheck(softplus, softplus_backward, {"x": np.array([19.0, 19.9, 20.1, 21.0])}, name="softplus")
+    # beta scales the threshold: beta = 2 switches at x = 10
+    y2, _ = softplus(np.array([10.0, 10.5, 1000.0, -1000.0]), beta=2.0)
+    assert y2[0] == math.log1p(math.exp(20.0)) / 2.0 and y2[1] == 10.5 and y2[2] == 1000.0 and y2[3] == 0.0
+
+
+@pytest.mark.parametrize(
+    "fn, kwargs, match",
+    [
+        (gelu, {"approximate": "exact"}, "approximate: expected one of 'none', 'tanh', got 'exact'"),
+        (softplus, {"beta": 0.0}, "beta: expected a number > 0, got 0.0"),
+        (softplus, {"threshold": "20"}, "threshold: expected a finite real number, got '20'"),
+        (softplus, {"threshold": math.inf}, "threshold: expected a finite real number, got inf"),
+    ],
+)
+def test_activation_bad_options(fn, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        fn(np.zeros(3), **kwargs)
+
+
+@pytest.mark.parametrize("name", list(PAIRS))
+def test_activation_bad_input(name):
+    fwd, bwd = PAIRS[name]
+    with pytest.raises(ValueError, match="x: expected dtype float32 or float64, got int64"):
+        fwd(np.arange(3))
+    _, cache = fwd(np.ones(3))
+    with pytest.raises(ValueError, match=r"dy: expected shape .* = \(3,\) .*got \(1, 3\)"):
+        bwd(np.ones((1, 3)), cache)
