@@ -14,6 +14,7 @@ import json
 import os
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Mapping
 
@@ -65,7 +66,9 @@ def load_npz(path, what: str = "file") -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:
+    # a damaged zip fails in many ways: bad headers, truncated members, corrupt deflate streams
+    # (zlib.error), garbled compression fields (NotImplementedError)
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, zlib.error, NotImplementedError) as e:
         raise ValueError(f"{what}: {str(path)!r} is not a readable .npz (corrupt or truncated): {e}") from None
 
 
