@@ -1,0 +1,52 @@
+"""The CUDA scan kernels under numba's CUDA simulator (tiny sizes; run by test_cuda_simulator.py)."""
+
+import os
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+
+from ref.mixers.linear_scan import FORMS
+from ref.nn import gradcheck
+from tests.mixers.scan_cases import assert_within, bounds, make_arrays, scan_cases
+
+assert os.environ.get("NUMBA_ENABLE_CUDASIM") == "1", "run these tests with NUMBA_ENABLE_CUDASIM=1"
+
+pytestmark = [pytest.mark.linear_scan, pytest.mark.cudasim]
+
+
+def run(form, backend, a, b, h0, dh, dht, chunk_size):
+    forward, backward = FORMS[form]
+    kwargs = {"backend": backend}
+    if form == "chunked":
+        kwargs["chunk_size"] = chunk_size
+    h, ht, cache = forward(a, b, h0, **kwargs)
+    da, db, dh0 = backward(dh, dht, cache)
+    return dict(h=h, ht=ht, da=da, db=db, dh0=dh0)
+
+
+@settings(max_examples=12)
+@given(scan_cases(max_T=24, dtypes=(np.float64, np.float32)))
+def test_cuda_kernels_agree_with_numpy(case):
+    a, b, h0, dh, dht = make_arrays(case)
+    up = lambda x: None if x is None else x.astype(np.float64)  # noqa: E731
+    want = run("recurrent", "numpy", up(a), up(b), up(h0), up(dh), up(dht), case["chunk_size"])
+    tol = bounds(a, b, h0, dh, dht, case["dtype"])
+    for form in ("recurrent", "chunked"):
+        got = run(form, "cuda", a, b, h0, dh, dht, case["chunk_size"])
+        for name in ("h", "ht", "da", "db", "dh0"):
+            if got[name] is not None:
+                assert got[name].dtype == case["dtype"]
+            assert_within(f"{form}/cuda: {name}", got[name], want[name], tol[name])
+
+
+@pytest.mark.parametrize("form", ["recurrent", "chunked"])
+def test_cuda_finite_differences(form, rng):
+    inputs = {
+        "a": rng.uniform(-1, 1, (1, 5, 2)),
+        "b": rng.standard_normal((1, 5, 2)),
+        "initial_state": rng.standard_normal((1, 2)),
+    }
+    forward, backward = FORMS[form]
+    kwargs = {"backend": "cuda"} | ({"chunk_size": 2} if form == "chunked" else {})
+    gradcheck(lambda a, b, initial_state: forward(a, b, initial_state, **kwargs), backward, inputs, rng=rng)

@@ -1,0 +1,42 @@
+"""Every CUDA kernel compiles to PTX for sm_90, float32 and float64, without a GPU.
+
+The simulator runs kernels as Python, so it cannot catch typing errors, unsupported operations or
+bugs of the real code generator; compile_ptx runs the real pipeline (it needs the NVVM and NVRTC
+of the ``cuda`` extra, numba-cuda[cu13]).
+"""
+
+import importlib
+import importlib.util
+
+import numpy as np
+import pytest
+
+CUDA_MODULES = ["numba_kernels.scan_cuda"]
+
+
+def _toolchain():
+    """numba's CUDA target, provided the ``cuda`` extra (numba-cuda) is installed.
+
+    Without numba-cuda there is nothing to check (the tests are skipped); with it, a toolchain
+    that cannot compile is an error, not a skip.
+    """
+    if importlib.util.find_spec("numba_cuda") is None:
+        pytest.skip("numba-cuda is not installed (the 'cuda' extra)")
+    from numba import cuda
+
+    return cuda
+
+
+@pytest.mark.parametrize("module", CUDA_MODULES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernels_compile_to_ptx(module, dtype):
+    cuda = _toolchain()
+    mod = importlib.import_module(module)
+    for kernel, argtypes in mod.kernel_signatures(dtype):
+        ptx, _ = cuda.compile_ptx(kernel.py_func, argtypes, cc=(9, 0))
+        assert ".visible .entry" in ptx, kernel.py_func.__name__
+        # float32 kernels must stay in float32: no double-precision arithmetic sneaks in
+        if dtype == np.float32:
+            assert "fma.rn.f64" not in ptx and "mul.rn.f64" not in ptx and "add.rn.f64" not in ptx, (
+                f"{kernel.py_func.__name__}: float64 arithmetic in a float32 kernel"
+            )
