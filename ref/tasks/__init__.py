@@ -1,0 +1,49 @@
+"""Data for every lesson, shipped in the package: tokenizers, small corpora, synthetic tasks.
+
+- ``tokenizers``: ``ByteTokenizer`` (vocab 256), ``CharTokenizer`` (vocabulary from a corpus).
+- ``bpe``: ``train_bpe(text, vocab_size)`` -> ``BPETokenizer`` (byte-level; save/load as JSON).
+- ``corpora``: ``load_text_corpus()`` (Shakespeare), ``load_code_corpus()`` (CPython stdlib),
+  ``load_digits()`` (8x8 digits), ``train_val_split``, ``lm_batches``.
+- ``synthetic``: ``get_task("copying" | "selective_copying" | "mqar", **config).sample(rng, B)``.
+
+Nothing is downloaded: the files are in ``ref/tasks/data/`` (origins, licenses, sha256 in
+``data/SOURCES.md``).
+"""
+
+from ref.tasks.bpe import BPETokenizer, train_bpe
+from ref.tasks.corpora import (
+    DIGITS_CLASS_COUNTS,
+    code_corpus_files,
+    data_files,
+    lm_batches,
+    load_code_corpus,
+    load_digits,
+    load_text_corpus,
+    train_val_split,
+)
+from ref.tasks.synthetic import MQAR, TASKS, Batch, Copying, SelectiveCopying, SyntheticTask, get_task, register_task
+from ref.tasks.tokenizers import ByteTokenizer, CharTokenizer, Tokenizer
+
+__all__ = [
+    "Tokenizer",
+    "ByteTokenizer",
+    "CharTokenizer",
+    "BPETokenizer",
+    "train_bpe",
+    "load_text_corpus",
+    "load_code_corpus",
+    "code_corpus_files",
+    "load_digits",
+    "DIGITS_CLASS_COUNTS",
+    "data_files",
+    "train_val_split",
+    "lm_batches",
+    "Batch",
+    "SyntheticTask",
+    "Copying",
+    "SelectiveCopying",
+    "MQAR",
+    "TASKS",
+    "get_task",
+    "register_task",
+]
