@@ -36,6 +36,7 @@ def float_array(x, name: str, ndim: int | None = None, dims: str | None = None) 
 
 def finite(x: np.ndarray, name: str) -> np.ndarray:
     """Raise ValueError if ``x`` holds a NaN or an infinity, saying where the first one is."""
+    # (not np.dot(x, x): BLAS threads left spinning after the call stall numba's thread pool)
     if not np.all(np.isfinite(x)):
         bad = np.argwhere(~np.isfinite(x))
         first = tuple(int(i) for i in bad[0])

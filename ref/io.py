@@ -72,8 +72,13 @@ def load_npz(path, what: str = "file") -> dict[str, np.ndarray]:
     if not path.is_file():
         raise ValueError(f"{what}: expected an existing .npz file, got {str(path)!r} (not found)")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
+        # open the file here so that it is closed even when np.load fails half-way
+        with open(path, "rb") as f:
+            data = np.load(f, allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile):  # a bare .npy array
+                raise ValueError(f"expected an .npz archive of named arrays, got a single {type(data).__name__}")
+            with data:
+                return {k: data[k] for k in data.files}
     # a damaged zip fails in many ways: bad headers, truncated members, corrupt deflate streams
     # (zlib.error), garbled compression fields (NotImplementedError)
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, zlib.error, NotImplementedError) as e:

@@ -60,3 +60,20 @@ def test_files_get_the_usual_permissions(tmp_path):
     finally:
         os.umask(mask)
     assert (path.stat().st_mode & 0o777) == 0o644
+
+
+def test_finite_check():
+    from ref import checks
+
+    big = np.full(10, 1e300)  # finite, however large
+    assert checks.finite(big, "x") is big
+    for bad, where in ((np.array([1.0, np.inf, -np.inf]), "(1,)"), (np.array([[0.0, 0.0], [np.nan, 1.0]]), "(1, 0)")):
+        with pytest.raises(ValueError, match=rf"x: expected finite values, got \d+ non-finite \(first at index \({where[1:-1]}\)"):
+            checks.finite(bad, "x")
+    assert checks.finite(np.zeros((0, 3), np.float32), "x").shape == (0, 3)
+
+
+def test_a_bare_npy_file_is_refused(tmp_path):
+    np.save(tmp_path / "x.npy", np.ones(3))
+    with pytest.raises(ValueError, match="expected an .npz archive of named arrays, got a single ndarray"):
+        load_npz(tmp_path / "x.npy")

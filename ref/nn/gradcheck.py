@@ -107,15 +107,16 @@ def _positional_names(forward: Callable) -> list[str]:
     return [p.name for p in params if p.kind in kinds]
 
 
-def _grads_by_name(grads, names: list[str], signature_names: list[str]) -> dict:
+def _grads_by_name(grads, names: list[str], signature_names: list[str], array_names: list[str]) -> dict:
     """Name the gradients: by key for a dict; else positionally, by forward's signature (so an
-    op may return ``None`` for optional inputs that were left out) or by the order of inputs."""
+    op may return ``None`` for optional inputs that were left out, and options may be passed as
+    keyword-only inputs) or by the order of inputs."""
     if isinstance(grads, Mapping):
         return dict(grads)
     if not isinstance(grads, tuple):
         grads = (grads,)
     for order in (signature_names, names):
-        if len(grads) == len(order) and set(names) <= set(order):
+        if len(grads) == len(order) and set(array_names) <= set(order):
             return dict(zip(order, grads))
     raise ValueError(
         f"backward: expected one gradient per input of forward ({', '.join(signature_names or names)}), "
@@ -178,8 +179,8 @@ def gradcheck(
         raise ValueError(f"cotangents: expected {len(outputs)} (one per output), got {len(cotangents)}")
 
     sig_names = _positional_names(forward)
-    grads = _grads_by_name(backward(*cotangents, cache), names, sig_names)
-    grads_again = _grads_by_name(backward(*cotangents, cache), names, sig_names)
+    grads = _grads_by_name(backward(*cotangents, cache), names, sig_names, list(arrays))
+    grads_again = _grads_by_name(backward(*cotangents, cache), names, sig_names, list(arrays))
     for k in wrt:
         g1, g2 = grads.get(k), grads_again.get(k)
         if g1 is not None and not np.array_equal(g1, g2):

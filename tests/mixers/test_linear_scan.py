@@ -164,3 +164,46 @@ def test_bad_backend_and_cotangents():
         FORMS["recurrent"][1](np.zeros((1, 3, 2)), None, cache)
     with pytest.raises(ValueError, match=r"dht: expected shape \(B, D\) = \(1, 2\)"):
         FORMS["recurrent"][1](None, np.zeros((2, 2)), cache)
+
+
+@pytest.mark.parametrize("form, backend", [v for v in CPU_VARIANTS if v[1] != "numpy"] + [("recurrent", "numpy")])
+@pytest.mark.parametrize(
+    "where, value, name",
+    [((0, 0, 0), np.inf, "a"), ((1, 3, 2), np.nan, "a"), ((0, 5, 1), -np.inf, "b"), ((1, 0, 0), np.nan, "b")],
+)
+def test_non_finite_inputs_are_refused_by_every_backend(form, backend, where, value, name):
+    """The compiled backends detect NaN/inf through the final state; the message is the same."""
+    rng = np.random.default_rng(0)
+    arrays = {"a": rng.uniform(0, 1, (2, 6, 3)), "b": rng.standard_normal((2, 6, 3))}
+    arrays[name][where] = value
+    kwargs = {} if backend is None else {"backend": backend}
+    if form == "chunked":
+        kwargs["chunk_size"] = 4
+    with pytest.raises(ValueError, match=rf"{name}: expected finite values, got 1 non-finite \(first at index \({where[0]}, {where[1]}, {where[2]}\)"):
+        FORMS[form][0](arrays["a"], arrays["b"], **kwargs)
+
+
+def test_overflow_from_finite_inputs_is_not_an_input_error():
+    a, b = np.full((1, 5, 1), 1e200), np.full((1, 5, 1), 1e200)
+    for backend in ("numpy", "numba"):
+        with np.errstate(over="ignore"):  # NumPy warns of the overflow; that is all
+            h, ht, _ = linear_scan_recurrent(a, b, backend=backend)
+        assert np.isinf(ht).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("form", ["recurrent", "chunked"])
+def test_numba_wide_rows_split_into_blocks(form, dtype):
+    """D = 300 splits each row into several blocks, the last one partial: same results."""
+    from numba_kernels.scan_cpu import plan
+
+    blk, parallel = plan(1, 300, np.dtype(dtype).itemsize)
+    assert parallel and 300 % blk != 0, "the case must exercise several blocks and a partial one"
+    case = dict(B=1, T=20, D=300, chunk_size=6, regime="mixed", with_h0=True, with_dht=True, dtype=dtype, seed=1)
+    a, b, h0, dh, dht = make_arrays(case)
+    up = lambda x: x.astype(np.float64)  # noqa: E731
+    want = run("recurrent", "numpy", up(a), up(b), up(h0), up(dh), up(dht), 6)
+    got = run(form, "numba", a, b, h0, dh, dht, 6)
+    tol = bounds(a, b, h0, dh, dht, dtype)
+    for name in ("h", "ht", "da", "db", "dh0"):
+        assert_within(f"{form}/numba: {name}", got[name], want[name], tol[name])

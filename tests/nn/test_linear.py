@@ -84,3 +84,12 @@ def test_gradcheck_catches_accumulation_and_mutation(rng):
 def test_gradcheck_refuses_float32(rng):
     with pytest.raises(ValueError, match="x: gradcheck needs float64"):
         gradcheck(linear, linear_backward, {"x": np.zeros((2, 3), np.float32), "W": np.zeros((3, 2), np.float32)})
+
+
+def test_gradcheck_passes_options_through(rng):
+    """Non-array inputs (options) reach forward unchanged and are not differentiated."""
+    from ref.nn import gelu, gelu_backward
+
+    x = rng.standard_normal((3, 4))
+    report = gradcheck(gelu, gelu_backward, {"x": x, "approximate": "tanh"}, rng=rng)
+    assert [t.name for t in report.tensors] == ["x"]

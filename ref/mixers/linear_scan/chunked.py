@@ -30,6 +30,7 @@ from ref.backend import resolve
 from ref.mixers.linear_scan._inputs import (
     ScanCache,
     check_cotangents,
+    check_finite_after,
     check_inputs,
     grads_from_g,
     reverse_scan_inputs,
@@ -73,9 +74,10 @@ def linear_scan_chunked(a, b, initial_state=None, *, chunk_size: int = 64, backe
     backend: "numpy" (this file), "numba" (``numba_kernels.scan_cpu.scan_cpu_chunked``),
     "cuda" (the time-chunked kernels of ``numba_kernels.scan_cuda``) or "auto".
     """
-    a, b, initial_state = check_inputs(a, b, initial_state)
     C = checks.positive_int(chunk_size, "chunk_size")
     backend = resolve(backend, ("numpy", "numba", "cuda"), "linear_scan_chunked")
+    # the kernels check a and b for NaN/inf through the final state (check_finite_after)
+    a, b, initial_state = check_inputs(a, b, initial_state, finite=backend == "numpy")
     if backend == "numpy":
         h = np.ascontiguousarray(_chunked_scan(a, b, initial_state, C))
     elif backend == "numba":
@@ -86,8 +88,11 @@ def linear_scan_chunked(a, b, initial_state=None, *, chunk_size: int = 64, backe
         from numba_kernels.scan_cuda import scan_cuda_chunked
 
         h = scan_cuda_chunked(a, b, initial_state, C)
+    ht = h[:, -1].copy()  # (B, D)
+    if backend != "numpy":
+        check_finite_after(ht, a, b)
     cache = ScanCache(a=a, h=h, initial_state=initial_state, backend=backend, chunk_size=C)
-    return h, h[:, -1].copy(), cache
+    return h, ht, cache
 
 
 def linear_scan_chunked_backward(dh, dht, cache: ScanCache):

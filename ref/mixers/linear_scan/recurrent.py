@@ -20,7 +20,13 @@ from __future__ import annotations
 import numpy as np
 
 from ref.backend import resolve
-from ref.mixers.linear_scan._inputs import ScanCache, check_cotangents, check_inputs, grads_from_g
+from ref.mixers.linear_scan._inputs import (
+    ScanCache,
+    check_cotangents,
+    check_finite_after,
+    check_inputs,
+    grads_from_g,
+)
 
 
 def linear_scan_recurrent(a, b, initial_state=None, *, backend: str = "numpy"):
@@ -31,8 +37,9 @@ def linear_scan_recurrent(a, b, initial_state=None, *, backend: str = "numpy"):
     backend: "numpy" (this loop), "numba" (``numba_kernels.scan_cpu``), "cuda" (a thread per
     channel, ``numba_kernels.scan_cuda``) or "auto".
     """
-    a, b, initial_state = check_inputs(a, b, initial_state)
     backend = resolve(backend, ("numpy", "numba", "cuda"), "linear_scan_recurrent")
+    # the kernels check a and b for NaN/inf through the final state (check_finite_after)
+    a, b, initial_state = check_inputs(a, b, initial_state, finite=backend == "numpy")
     if backend == "numpy":
         h = np.empty_like(b)  # (B, T, D)
         state = np.zeros_like(b[:, 0]) if initial_state is None else initial_state  # (B, D)
@@ -48,8 +55,11 @@ def linear_scan_recurrent(a, b, initial_state=None, *, backend: str = "numpy"):
         from numba_kernels.scan_cuda import scan_cuda
 
         h = scan_cuda(a, b, initial_state)
+    ht = h[:, -1].copy()  # (B, D)
+    if backend != "numpy":
+        check_finite_after(ht, a, b)
     cache = ScanCache(a=a, h=h, initial_state=initial_state, backend=backend)
-    return h, h[:, -1].copy(), cache
+    return h, ht, cache
 
 
 def linear_scan_recurrent_backward(dh, dht, cache: ScanCache):

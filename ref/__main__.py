@@ -1,0 +1,5 @@
+import sys
+
+from ref.cli import main
+
+sys.exit(main())

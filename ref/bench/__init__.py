@@ -1,0 +1,11 @@
+"""Benchmarks (``python -m ref bench NAME``): ratios against a baseline measured in the same run.
+
+Benchmarks are not tests: CI runs them only in ``--smoke`` mode (tiny sizes, to keep them working).
+Results are written as JSON and a Markdown table, by default under ``figures/bench/``.
+"""
+
+from __future__ import annotations
+
+from ref.bench import scan
+
+BENCHMARKS = {"scan": scan.run}

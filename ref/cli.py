@@ -1,0 +1,146 @@
+"""``python -m ref``: papers, lessons, figures, golden vectors and benchmarks.
+
+    python -m ref papers [--markdown | --update-readme]
+    python -m ref lessons list
+    python -m ref lessons run SLUG [--quick] [--out DIR]
+    python -m ref figures [--quick] [--out DIR] [--only SLUG ...]
+    python -m ref golden list
+    python -m ref golden run OP --inputs IN.npz --out OUT.npz
+    python -m ref bench NAME [--smoke] [--out DIR]
+
+Bad input (an unknown op or lesson, a missing or malformed array) prints ``error: ...`` naming
+the argument and exits with code 2; a failing lesson or benchmark exits with code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's own errors: usage + exit code 2
+        self.print_usage(sys.stderr)
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _papers(args) -> int:
+    from ref import catalog
+
+    if args.update_readme:
+        readme = catalog.ROOT / "README.md"
+        from ref.io import write_text
+
+        write_text(readme, catalog.readme_with_table(readme.read_text(encoding="utf-8")))
+        print(f"updated the paper table in {readme}")
+    elif args.markdown:
+        print(catalog.markdown_table())
+    else:
+        print(catalog.text_table())
+    return 0
+
+
+def _lessons(args) -> int:
+    from ref import lessons
+
+    if args.action == "list":
+        for lesson in lessons.discover():
+            print(f"{lesson.name:28s} {lesson.title}")
+        return 0
+    lesson = lessons.find(args.slug)
+    rc, seconds, _ = lessons.run(lesson, quick=args.quick, out_dir=args.out)
+    print(f"[lessons] {lesson.name}: {'ok' if rc == 0 else f'FAILED (exit code {rc})'} in {seconds:.1f} s")
+    return 0 if rc == 0 else 1
+
+
+def _figures(args) -> int:
+    from ref import figures
+
+    return 1 if figures.rebuild(quick=args.quick, out_dir=args.out, only=args.only) else 0
+
+
+def _golden(args) -> int:
+    from ref import golden
+    from ref.io import load_npz, save_npz
+
+    if args.action == "list":
+        for op in golden.OPS.values():
+            ins = ", ".join(f"{t.name}{'?' if t.optional else ''} {t.shape}" for t in op.inputs)
+            outs = ", ".join(f"{t.name} {t.shape}" for t in op.outputs)
+            grads = ", ".join("d" + n for n in op.grad_inputs)
+            print(f"{op.name}\n  mirrors: {op.mirrors}\n  layout:  {op.layout}\n  inputs:  {ins}")
+            if op.options:
+                print("  options: " + ", ".join(f"{o.name}={o.default!r}" for o in op.options))
+            print(f"  outputs: {outs}\n  grads:   {grads} (given cotangents d<output>)")
+        return 0
+    golden.get(args.op)  # an unknown op fails before any file is read
+    arrays = load_npz(args.inputs, what="--inputs")
+    result = golden.run(args.op, arrays)
+    save_npz(args.out, result)
+    print(f"wrote {args.out}: " + ", ".join(f"{k} {tuple(v.shape)}" for k, v in result.items()))
+    return 0
+
+
+def _bench(args) -> int:
+    from ref.bench import BENCHMARKS
+    from ref.lessons import FIGURES_DIR
+
+    if args.name not in BENCHMARKS:
+        raise ValueError(f"bench: expected one of {', '.join(BENCHMARKS)}, got {args.name!r}")
+    out = Path(args.out) if args.out else FIGURES_DIR / ("quick" if args.smoke else "") / "bench"
+    BENCHMARKS[args.name](out, smoke=args.smoke)
+    print(f"[bench] results in {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m ref", description="A NumPy reference of recent sequence models.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    sp = sub.add_parser("papers", help="the catalog of seed papers")
+    g = sp.add_mutually_exclusive_group()
+    g.add_argument("--markdown", action="store_true", help="print the README table")
+    g.add_argument("--update-readme", action="store_true", help="rewrite the README's paper table")
+    sp.set_defaults(fn=_papers)
+
+    sp = sub.add_parser("lessons", help="list or run lessons")
+    lsub = sp.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    lsub.add_parser("list")
+    lr = lsub.add_parser("run")
+    lr.add_argument("slug", help="number, slug or both: 01, linear_scan, 01_linear_scan")
+    lr.add_argument("--quick", action="store_true", help="small sizes (what CI runs)")
+    lr.add_argument("--out", type=Path, default=None, help="figure folder (default figures/ or figures/quick/)")
+    sp.set_defaults(fn=_lessons)
+
+    sp = sub.add_parser("figures", help="rebuild every figure and the gallery")
+    sp.add_argument("--quick", action="store_true", help="quick mode, into figures/quick/")
+    sp.add_argument("--out", type=Path, default=None)
+    sp.add_argument("--only", nargs="+", default=None, metavar="SLUG")
+    sp.set_defaults(fn=_figures)
+
+    sp = sub.add_parser("golden", help="golden vectors")
+    gsub = sp.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    gsub.add_parser("list")
+    gr = gsub.add_parser("run")
+    gr.add_argument("op")
+    gr.add_argument("--inputs", type=Path, required=True)
+    gr.add_argument("--out", type=Path, required=True)
+    sp.set_defaults(fn=_golden)
+
+    sp = sub.add_parser("bench", help="benchmarks")
+    sp.add_argument("name")
+    sp.add_argument("--smoke", action="store_true", help="tiny sizes, to check it runs")
+    sp.add_argument("--out", type=Path, default=None)
+    sp.set_defaults(fn=_bench)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

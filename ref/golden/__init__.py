@@ -1,0 +1,9 @@
+"""Golden vectors: float64 outputs and gradients of registered ops (``python -m ref golden``).
+
+Each op module registers itself on import; add new op modules to the import list below.
+"""
+
+from ref.golden import linear_scan  # noqa: F401  (registers the op)
+from ref.golden.registry import OPS, GoldenOp, Option, Tensor, get, register, run
+
+__all__ = ["OPS", "GoldenOp", "Option", "Tensor", "get", "register", "run"]

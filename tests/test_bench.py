@@ -1,0 +1,16 @@
+"""Benchmarks are not tests; this only checks that they run (smoke mode) and write their tables."""
+
+import json
+
+from ref.bench import BENCHMARKS
+
+
+def test_scan_benchmark_smoke(tmp_path):
+    result = BENCHMARKS["scan"](tmp_path, smoke=True)
+    saved = json.loads((tmp_path / "bench_scan.json").read_text())
+    assert saved["rows"] and saved["machine"]["copy_GBps"] > 0
+    assert set(saved["rows"][0]["speedup"]) == {
+        "numpy loop", "numpy parallel scan", "numpy chunked (C=64)", "numba recurrent", "numba chunked (C=64)"
+    }
+    table = (tmp_path / "bench_scan.md").read_text()
+    assert "| B*D | T | dtype |" in table and result["smoke"] is True
