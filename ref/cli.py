@@ -68,7 +68,9 @@ def _golden(args) -> int:
     if args.action == "list":
         for op in golden.OPS.values():
             ins = ", ".join(f"{t.name}{'?' if t.optional else ''} {t.shape}" for t in op.inputs)
-            outs = ", ".join(f"{t.name} {t.shape}" for t in op.outputs)
+            outs = ", ".join(
+                f"{t.name} {t.shape}" + (f" [when {t.when}]" if getattr(t, "when", None) else "") for t in op.outputs
+            )
             grads = ", ".join("d" + n for n in op.grad_inputs)
             print(f"{op.name}\n  mirrors: {op.mirrors}\n  layout:  {op.layout}\n  inputs:  {ins}")
             if op.options:

@@ -3,7 +3,7 @@
 Each op module registers itself on import; add new op modules to the import list below.
 """
 
-from ref.golden import linear_scan  # noqa: F401  (registers the op)
+from ref.golden import attention, gla, linear_attn, linear_scan, retention, simple_gla  # noqa: F401  (register the ops)
 from ref.golden.registry import OPS, GoldenOp, Option, Tensor, get, register, run
 
 __all__ = ["OPS", "GoldenOp", "Option", "Tensor", "get", "register", "run"]

@@ -10,6 +10,10 @@
 It returns the outputs and, when at least one cotangent was given, the gradient of every floating
 input that was given, named ``d<input>`` (missing cotangents count as zero). Unknown, missing or
 ill-typed arrays raise ValueError naming the array.
+
+Some outputs exist only when a boolean option is set (FLA's final state ``ht`` with
+``output_final_state``): such a ``Tensor`` names the option in ``when``. The op then returns only
+the outputs it produced, and a cotangent of an output that was not produced is an error.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ class Tensor:
     shape: str  # the layout, e.g. "(B, T, D)"
     doc: str = ""
     optional: bool = False
+    when: str = ""  # outputs only: the boolean option that must be true for it to be produced
 
 
 @dataclass(frozen=True)
@@ -40,8 +45,9 @@ class Option:
 class GoldenOp:
     """What a golden op takes and gives, and the function that computes it.
 
-    ``forward(inputs, options) -> (outputs, backward)`` where ``backward(cotangents) -> grads``
-    maps ``d<output>`` arrays (None if absent) to ``d<input>`` arrays.
+    ``forward(inputs, options) -> (outputs, backward)`` where ``outputs`` holds the outputs
+    produced (see ``produced``) and ``backward(cotangents) -> grads`` maps ``d<output>`` arrays
+    (None if absent) to ``d<input>`` arrays.
     """
 
     name: str
@@ -58,6 +64,10 @@ class GoldenOp:
     def grad_inputs(self) -> tuple[str, ...]:
         return self.differentiable or tuple(t.name for t in self.inputs)
 
+    def produced(self, options: dict) -> tuple[str, ...]:
+        """The outputs produced with these options: those without ``when``, and those whose option is true."""
+        return tuple(t.name for t in self.outputs if not t.when or options[t.when])
+
 
 OPS: dict[str, GoldenOp] = {}
 
@@ -65,6 +75,10 @@ OPS: dict[str, GoldenOp] = {}
 def register(op: GoldenOp) -> GoldenOp:
     if op.name in OPS:
         raise ValueError(f"op: {op.name!r} is registered twice")
+    flags = {o.name for o in op.options if o.kind is bool}
+    for t in op.outputs:
+        if t.when and t.when not in flags:
+            raise ValueError(f"op: output {t.name!r} of {op.name} is produced when {t.when!r}, not a boolean option")
     OPS[op.name] = op
     return op
 
@@ -79,6 +93,8 @@ def _option_value(opt: Option, value: np.ndarray):
     if value.ndim != 0:
         raise ValueError(f"{opt.name}: expected a 0-d array (an option), got shape {value.shape}")
     v = value.item()
+    if opt.kind is not bool and isinstance(v, bool):
+        raise ValueError(f"{opt.name}: expected {'an integer' if opt.kind is int else 'a number'}, got {v!r}")
     if opt.kind is bool:
         if not isinstance(v, (bool, np.bool_)) and v not in (0, 1):
             raise ValueError(f"{opt.name}: expected a boolean, got {v!r}")
@@ -130,7 +146,17 @@ def run(name: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Run golden op ``name`` in float64 on the arrays of an IN.npz; see the module docstring."""
     op = get(name)
     inputs, options, cotangents = split_arrays(op, arrays)
+    produced = op.produced(options)
+    for cot in cotangents:
+        if cot[1:] not in produced:
+            when = next(t.when for t in op.outputs if t.name == cot[1:])
+            raise ValueError(
+                f"{cot}: a cotangent of {cot[1:]!r}, which op {op.name} outputs only when {when} is true "
+                f"({when} is false here)"
+            )
     outputs, backward = op.forward(inputs, options)
+    if set(outputs) != set(produced):
+        raise RuntimeError(f"op {op.name}: produced {sorted(outputs)}, its declaration says {sorted(produced)}")
     result = dict(outputs)
     if cotangents:
         full = {"d" + t.name: cotangents.get("d" + t.name) for t in op.outputs}

@@ -12,7 +12,8 @@ Conventions shared by every op here:
 - computation stays in the dtype of the input (float32 or float64); mixing them is an error.
 
 One concept per module: embedding, layernorm, rmsnorm, groupnorm, batchnorm, dropout,
-activations, softmax, conv1d (causal depthwise), im2col, conv2d, pool2d, losses.
+activations, softmax, conv1d (causal depthwise), im2col, conv2d, pool2d, losses, rope (rotary
+position embedding).
 """
 
 from ref.nn.activations import (
@@ -43,6 +44,7 @@ from ref.nn.linear import linear, linear_backward
 from ref.nn.losses import cross_entropy, cross_entropy_backward, mse, mse_backward
 from ref.nn.pool2d import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
 from ref.nn.rmsnorm import rms_norm, rms_norm_backward
+from ref.nn.rope import rope, rope_backward
 from ref.nn.softmax import log_softmax, log_softmax_backward, softmax, softmax_backward
 
 __all__ = [
@@ -93,4 +95,6 @@ __all__ = [
     "cross_entropy_backward",
     "mse",
     "mse_backward",
+    "rope",
+    "rope_backward",
 ]
