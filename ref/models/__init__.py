@@ -1,2 +1,13 @@
 """Models, one module per paper, each assembled from ``ref.nn`` and ``ref.mixers`` as forward/backward
-pairs over a nested dict of parameters."""
+pairs over a nested dict of parameters.
+
+* ``gla``: the GLA layer and block (Gated Linear Attention Transformers).
+* ``retnet``: multi-scale retention and the RetNet block.
+* ``vir``: ViR, a retention vision backbone with the class token last.
+* ``lightnet``: LightNet's layer, block and 2-D classifier with MD-TPE and MD-LRPE.
+* ``mom``: the MoM layer (routed and shared memories, load-balancing loss).
+* ``lm``: a small decoder-only language model whose blocks are chosen from a registry.
+
+Layers and blocks: ``forward(params, x, **options) -> (y, cache)``,
+``backward(params, cache, dy) -> (dx, grads)``; whole models return ``grads`` only.
+"""
