@@ -3,7 +3,15 @@
 Each op module registers itself on import; add new op modules to the import list below.
 """
 
-from ref.golden import attention, gla, linear_attn, linear_scan, retention, simple_gla  # noqa: F401  (register the ops)
+from ref.golden import (  # noqa: F401  (importing a module registers its op)
+    attention,
+    gla,
+    linear_attn,
+    linear_scan,
+    retention,
+    selective_scan,
+    simple_gla,
+)
 from ref.golden.registry import OPS, GoldenOp, Option, Tensor, get, register, run
 
 __all__ = ["OPS", "GoldenOp", "Option", "Tensor", "get", "register", "run"]
