@@ -11,6 +11,7 @@ from ref.golden import (  # noqa: F401  (importing a module registers its op)
     retention,
     selective_scan,
     simple_gla,
+    ssd,
 )
 from ref.golden.registry import OPS, GoldenOp, Option, Tensor, get, register, run
 
