@@ -9,6 +9,7 @@ from ref.golden import (  # noqa: F401  (importing a module registers its op)
     linear_attn,
     linear_scan,
     retention,
+    s4d_kernel,
     selective_scan,
     simple_gla,
     ssd,
