@@ -14,3 +14,16 @@ def test_scan_benchmark_smoke(tmp_path):
     }
     table = (tmp_path / "bench_scan.md").read_text()
     assert "| B*D | T | dtype |" in table and result["smoke"] is True
+
+
+def test_linear_attention_benchmark_smoke(tmp_path):
+    result = BENCHMARKS["linear-attention"](tmp_path, smoke=True)
+    saved = json.loads((tmp_path / "bench_linear_attention.json").read_text())
+    assert saved["rows"] and saved["machine"]["copy_GBps"] > 0 and result["smoke"] is True
+    assert set(saved["rows"][0]["seconds"]) == {
+        "numpy recurrent", "numpy parallel", "numpy chunked", "numba recurrent", "numba chunked"
+    }
+    assert set(saved["slopes"]["float32"]) == set(saved["rows"][0]["seconds"])
+    table = (tmp_path / "bench_linear_attention.md").read_text()
+    assert "| T | dtype |" in table and "numba chunked vs numpy chunked" in table
+    assert (tmp_path / "bench_linear_attention.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -11,7 +11,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-CUDA_MODULES = ["numba_kernels.scan_cuda"]
+CUDA_MODULES = ["numba_kernels.scan_cuda", "numba_kernels.gla_cuda"]
 
 
 def _toolchain():

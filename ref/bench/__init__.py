@@ -6,6 +6,6 @@ Results are written as JSON and a Markdown table, by default under ``figures/ben
 
 from __future__ import annotations
 
-from ref.bench import scan
+from ref.bench import linear_attention, scan
 
-BENCHMARKS = {"scan": scan.run}
+BENCHMARKS = {"scan": scan.run, "linear-attention": linear_attention.run}

@@ -54,10 +54,25 @@ def _intra_weights(qc, kc, b):
 
 
 def gla_chunked(q, k, v, gk=None, *, scale=None, initial_state=None, chunk_size: int = 64, backend: str = "numpy"):
-    """Gated linear attention by chunks; same arguments and results as ``gla_recurrent``."""
+    """Gated linear attention by chunks; same arguments and results as ``gla_recurrent``.
+
+    backend: "numpy" (this file), "numba" (``numba_kernels.gla_cpu.gla_cpu_chunked``), "cuda"
+    (``numba_kernels.gla_cuda.gla_cuda_chunked``) or "auto"; the backward runs on the same backend.
+    """
     q, k, v, gk, scale, h0 = check_inputs(q, k, v, gk, scale, initial_state)
     C = checks.positive_int(chunk_size, "chunk_size")
-    backend = resolve(backend, ("numpy",), "gla_chunked")
+    backend = resolve(backend, ("numpy", "numba", "cuda"), "gla_chunked")
+    if backend != "numpy":
+        if backend == "numba":
+            from numba_kernels.gla_cpu import gla_cpu_chunked as kernel
+        else:
+            from numba_kernels.gla_cuda import gla_cuda_chunked as kernel
+        o, states = kernel(q, k, v, gk, scale, h0, C)
+        ht = states[:, -1]  # (B, H, K, V)
+        cache = GLACache(
+            q=q, k=k, v=v, gk=gk, initial_state=h0, ht=ht, scale=scale, backend=backend, chunk_size=C, states=states
+        )
+        return o, ht.copy(), cache
     B, T, H, K = q.shape
     V = v.shape[3]
     chunks = _chunks(T, C)
@@ -84,6 +99,12 @@ def gla_chunked_backward(do, dht, cache: GLACache):
     """Gradients ``(dq, dk, dv, dgk, dinitial_state)``, chunk by chunk from the last."""
     do, dht = check_cotangents(do, dht, cache)
     q, k, v, gk, h0, scale = cache.q, cache.k, cache.v, cache.gk, cache.initial_state, cache.scale
+    if cache.backend != "numpy":
+        if cache.backend == "numba":
+            from numba_kernels.gla_cpu import gla_cpu_chunked_backward as kernel
+        else:
+            from numba_kernels.gla_cuda import gla_cuda_chunked_backward as kernel
+        return kernel(q, k, v, gk, scale, h0, cache.states, do, dht, cache.chunk_size)
     B, T, H, K = q.shape
     V = v.shape[3]
     dq, dk, dv = np.empty_like(q), np.empty_like(k), np.empty_like(v)

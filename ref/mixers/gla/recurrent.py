@@ -29,9 +29,20 @@ def gla_recurrent(q, k, v, gk=None, *, scale=None, initial_state=None, backend: 
     q, k (B, T, H, K); v (B, T, H, V); gk (B, T, H, K) natural-log gates <= 0, or None for no decay
     (plain linear attention); scale (default K^-0.5); initial_state (B, H, K, V) or None.
     Returns ``o`` (B, T, H, V), the final state ``ht`` (B, H, K, V) and the cache.
+    backend: "numpy" (this loop), "numba" (``numba_kernels.gla_cpu.gla_cpu``), "cuda" (a thread
+    per state column, ``numba_kernels.gla_cuda.gla_cuda``) or "auto"; the backward runs on the
+    same backend.
     """
     q, k, v, gk, scale, initial_state = check_inputs(q, k, v, gk, scale, initial_state)
-    backend = resolve(backend, ("numpy",), "gla_recurrent")
+    backend = resolve(backend, ("numpy", "numba", "cuda"), "gla_recurrent")
+    if backend != "numpy":
+        if backend == "numba":
+            from numba_kernels.gla_cpu import gla_cpu as kernel
+        else:
+            from numba_kernels.gla_cuda import gla_cuda as kernel
+        o, ht = kernel(q, k, v, gk, scale, initial_state)
+        cache = GLACache(q=q, k=k, v=v, gk=gk, initial_state=initial_state, ht=ht, scale=scale, backend=backend)
+        return o, ht.copy(), cache
     B, T, H, K = q.shape
     V = v.shape[3]
     S = np.zeros((B, H, K, V), q.dtype) if initial_state is None else initial_state.copy()
@@ -49,6 +60,12 @@ def gla_recurrent_backward(do, dht, cache: GLACache):
     """Gradients ``(dq, dk, dv, dgk, dinitial_state)``; None for an absent gate or initial state."""
     do, dht = check_cotangents(do, dht, cache)
     q, k, v, gk, h0, scale = cache.q, cache.k, cache.v, cache.gk, cache.initial_state, cache.scale
+    if cache.backend != "numpy":
+        if cache.backend == "numba":
+            from numba_kernels.gla_cpu import gla_cpu_backward as kernel
+        else:
+            from numba_kernels.gla_cuda import gla_cuda_backward as kernel
+        return kernel(q, k, v, gk, scale, h0, cache.ht, do, dht)
     B, T, H, K = q.shape
     V = v.shape[3]
 

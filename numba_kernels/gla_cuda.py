@@ -1,0 +1,535 @@
+"""Gated linear attention (GLA) on a CUDA GPU (numba-cuda): the recurrent and chunked forms.
+
+Same math, arguments and layouts as ``numba_kernels.gla_cpu`` and ``ref.mixers.gla``: q, k, gk
+(B, T, H, K); v, o (B, T, H, V); states (B, H, K, V); natural-log gates gk <= 0 (zeros for "no
+gate"); o_t = scale * q_t S_t with S_t = diag(exp(gk_t)) S_{t-1} + k_t^T v_t.
+
+Naive loop (the contract), as in ``gla_cpu``:
+
+    for b, h:   S = h0[b, h]
+        for t:  S = exp(gk[b, t, h])[:, None] * S + outer(k[b, t, h], v[b, t, h]);  o[b, t, h] = scale * q[b, t, h] @ S
+
+Design: simple kernels, a thread per output element or per slice of a state, no shared memory
+and no synchronisation inside a block, so they also run under the CUDA simulator at tiny sizes.
+
+Recurrent form (T sequential steps per thread):
+  * forward: a thread per (b, h, v) carries the column S[:, v] of the state in a local array;
+  * backward: a thread per (b, h, k) carries the row S[k, :] forward (recomputed) for dq, then
+    the row dS[k, :] backwards for dk and dinitial_state; a thread per (b, h, v) carries the
+    column dS[:, v] backwards for dv. (The entries of S and of dS evolve independently, so rows
+    and columns can be carried by different threads.)
+  The local arrays have a compile-time size: K and V are at most ``MAX_DIM`` (256); larger heads
+  raise ValueError.
+
+Chunked form, three passes like ``scan_cuda``'s time-chunked scan (n = ceil(T / C) chunks; bl_i
+the gates accumulated from the chunk's start):
+  1. ``contributions``, a thread per (b, h, k, v) and chunk (grid y): the chunk's addition to the
+     state, sum_j k_j[k] exp(bl_last - bl_j)[k] v_j[v], and its decay exp(bl_last);
+  2. ``carry``, a thread per (b, h, k, v): S_{c+1} = decay_c * S_c + addition_c over the n chunks;
+     the chunk-entering states are kept for the backward;
+  3. ``chunk_outputs``, a thread per (b, t, h, v): o_t from the state entering its chunk and the
+     intra-chunk attention sum_{j <= t} (sum_k q_t k_j exp(bl_t - bl_j)) v_j.
+  The backward: (1) scale * sum_i q_i[k] exp(bl_i)[k] do_i[v] per chunk, (2) the gradient of the
+  entering states carried from the last chunk, (3) a thread per (b, t, h, k) for dq and dk (they
+  need only the gates of key dim k), a thread per (b, t, h, v) for dv.
+The gate gradient (dgk = reverse cumulative sum of q dq - k dk, plus sum_v dht * ht) is a thread
+per (b, h, k). Every exponent is bl_t - bl_j with j <= t, bl_t or bl_last - bl_j, all <= 0: a
+thread accumulates the gates of both ends in the same order, so the difference is exactly <= 0.
+
+Work: the intra-chunk terms are recomputed by every thread of a (b, t, h) row (O(C K) per thread
+instead of a shared tile): simple rather than fast. Numerics: the CUDA target contracts a * b + c
+into FMAs, so results differ from the CPU in the last bits.
+
+Kernels are built per dtype by ``kernels(dtype)`` (the local arrays need the element type at
+compile time; CUDA kernels are compiled per process anyway, never cached), and float32 kernels
+compute in float32 (``tests/test_cuda_ptx.py`` checks the PTX). Host wrappers take and return
+NumPy arrays; the ``launch_*`` functions work on device arrays.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from types import SimpleNamespace
+
+import numpy as np
+from numba import cuda
+
+THREADS = 128  # threads per block
+MAX_DIM = 256  # the largest K or V: the length of the local arrays holding a state row or column
+
+
+def kernels(dtype) -> SimpleNamespace:
+    """Every kernel of this module for ``dtype`` (float32 or float64), compiled lazily at launch."""
+    return _build(np.dtype(dtype).name)
+
+
+@functools.cache
+def _build(dtype_name: str) -> SimpleNamespace:
+    real = np.dtype(dtype_name).type  # np.float32 or np.float64: constants and local arrays in the input dtype
+
+    # --- recurrent form ------------------------------------------------------------------------
+
+    @cuda.jit
+    def recurrent_forward(q, k, v, gk, scale, h0, o, ht):
+        """A thread per (b, h, v): the column S[:, v] of the state, through all T steps."""
+        i = cuda.grid(1)
+        B, T, H, K = q.shape
+        V = v.shape[3]
+        if i < B * H * V:
+            b, h, vv = i // (H * V), (i // V) % H, i % V
+            S = cuda.local.array(MAX_DIM, real)
+            for kk in range(K):
+                S[kk] = h0[b, h, kk, vv]
+            for t in range(T):
+                vt = v[b, t, h, vv]
+                acc = real(0)
+                for kk in range(K):
+                    # S_t = diag(exp(gk_t)) S_{t-1} + k_t^T v_t;  o_t = scale * q_t S_t
+                    S[kk] = math.exp(gk[b, t, h, kk]) * S[kk] + k[b, t, h, kk] * vt
+                    acc += q[b, t, h, kk] * S[kk]
+                o[b, t, h, vv] = scale * acc
+            for kk in range(K):
+                ht[b, h, kk, vv] = S[kk]
+
+    @cuda.jit
+    def recurrent_dq_dk(q, k, v, gk, scale, h0, do, dht, dq, dk, dh0):
+        """A thread per (b, h, k): the row S[k, :] forward for dq, the row dS[k, :] backward for dk."""
+        i = cuda.grid(1)
+        B, T, H, K = q.shape
+        V = v.shape[3]
+        if i < B * H * K:
+            b, h, kk = i // (H * K), (i // K) % H, i % K
+            R = cuda.local.array(MAX_DIM, real)
+            # pass 1, forward: recompute S_t[k, :]; dq_t[k] = scale * do_t . S_t[k, :]
+            for vv in range(V):
+                R[vv] = h0[b, h, kk, vv]
+            for t in range(T):
+                decay = math.exp(gk[b, t, h, kk])
+                kt = k[b, t, h, kk]
+                acc = real(0)
+                for vv in range(V):
+                    R[vv] = decay * R[vv] + kt * v[b, t, h, vv]
+                    acc += do[b, t, h, vv] * R[vv]
+                dq[b, t, h, kk] = scale * acc
+            # pass 2, backward: dS_t = scale * q_t^T do_t + diag(exp(gk_{t+1})) dS_{t+1};  dk_t = dS_t v_t^T
+            for vv in range(V):
+                R[vv] = dht[b, h, kk, vv]
+            for t in range(T - 1, -1, -1):
+                qs = scale * q[b, t, h, kk]
+                acc = real(0)
+                for vv in range(V):
+                    R[vv] += qs * do[b, t, h, vv]
+                    acc += R[vv] * v[b, t, h, vv]
+                dk[b, t, h, kk] = acc
+                decay = math.exp(gk[b, t, h, kk])
+                for vv in range(V):
+                    R[vv] *= decay
+            # dinitial_state = diag(exp(gk_0)) dS_0
+            for vv in range(V):
+                dh0[b, h, kk, vv] = R[vv]
+
+    @cuda.jit
+    def recurrent_dv(q, k, gk, scale, do, dht, dv):
+        """A thread per (b, h, v): the column dS[:, v] backward; dv_t = k_t dS_t."""
+        i = cuda.grid(1)
+        B, T, H, K = q.shape
+        V = do.shape[3]
+        if i < B * H * V:
+            b, h, vv = i // (H * V), (i // V) % H, i % V
+            Cv = cuda.local.array(MAX_DIM, real)
+            for kk in range(K):
+                Cv[kk] = dht[b, h, kk, vv]
+            for t in range(T - 1, -1, -1):
+                dot = do[b, t, h, vv]
+                acc = real(0)
+                for kk in range(K):
+                    Cv[kk] += scale * q[b, t, h, kk] * dot
+                    acc += k[b, t, h, kk] * Cv[kk]
+                    Cv[kk] *= math.exp(gk[b, t, h, kk])  # carry to t-1
+                dv[b, t, h, vv] = acc
+
+    @cuda.jit
+    def gate_gradient(q, dq, k, dk, ht, dht, dgk):
+        """A thread per (b, h, k): dgk_t = sum_{t' >= t} (q dq - k dk)_t' + sum_v dht * ht."""
+        i = cuda.grid(1)
+        B, T, H, K = q.shape
+        if i < B * H * K:
+            b, h, kk = i // (H * K), (i // K) % H, i % K
+            final = real(0)
+            for vv in range(ht.shape[3]):
+                final += dht[b, h, kk, vv] * ht[b, h, kk, vv]
+            acc = real(0)
+            for t in range(T - 1, -1, -1):
+                acc += q[b, t, h, kk] * dq[b, t, h, kk] - k[b, t, h, kk] * dk[b, t, h, kk]
+                dgk[b, t, h, kk] = acc + final
+
+    # --- chunked form --------------------------------------------------------------------------
+
+    @cuda.jit
+    def contributions(x, y, gk, scale, C, backward, out, decay):
+        """Pass 1, a thread per (b, h, k, v) and chunk c (grid y):
+
+        forward   (x, y = k, v):   out[b, c + 1, h, k, v] = sum_j k_j[k] exp(bl_last - bl_j)[k] v_j[v]
+        backward  (x, y = q, do):  out[b, c, h, k, v] = scale * sum_i q_i[k] exp(bl_i)[k] do_i[v]
+        and decay[b, c, h, k] = exp(bl_last[k]).
+        """
+        i, c = cuda.grid(2)
+        B, T, H, K = x.shape
+        V = y.shape[3]
+        if i < B * H * K * V and c < decay.shape[1]:
+            b, h, kk, vv = i // (H * K * V), (i // (K * V)) % H, (i // V) % K, i % V
+            s = c * C
+            e = s + C
+            if e > T:
+                e = T
+            last = real(0)
+            for t in range(s, e):
+                last += gk[b, t, h, kk]
+            bl = real(0)  # the same sums in the same order: bl reaches exactly `last`
+            acc = real(0)
+            for t in range(s, e):
+                bl += gk[b, t, h, kk]
+                if backward:
+                    acc += scale * x[b, t, h, kk] * math.exp(bl) * y[b, t, h, vv]
+                else:
+                    acc += x[b, t, h, kk] * math.exp(last - bl) * y[b, t, h, vv]
+            if backward:
+                out[b, c, h, kk, vv] = acc
+            else:
+                out[b, c + 1, h, kk, vv] = acc
+            if vv == 0:
+                decay[b, c, h, kk] = math.exp(last)
+
+    @cuda.jit
+    def carry(states, decay, s0, s_final, reverse):
+        """Pass 2, a thread per (b, h, k, v), across the n chunks:
+
+        forward:  states[0] = s0 (h0);   states[c + 1] = decay_c * states[c] + states[c + 1]
+        reverse:  states[n] = s0 (dht);  states[c] = decay_c * states[c + 1] + states[c]
+        and s_final = the last state written (ht forward, dinitial_state in reverse).
+        """
+        i = cuda.grid(1)
+        B, n1, H, K, V = states.shape
+        n = n1 - 1
+        if i < B * H * K * V:
+            b, h, kk, vv = i // (H * K * V), (i // (K * V)) % H, (i // V) % K, i % V
+            s = s0[b, h, kk, vv]
+            if reverse:
+                states[b, n, h, kk, vv] = s
+                for c in range(n - 1, -1, -1):
+                    s = decay[b, c, h, kk] * s + states[b, c, h, kk, vv]
+                    states[b, c, h, kk, vv] = s
+            else:
+                states[b, 0, h, kk, vv] = s
+                for c in range(n):
+                    s = decay[b, c, h, kk] * s + states[b, c + 1, h, kk, vv]
+                    states[b, c + 1, h, kk, vv] = s
+            s_final[b, h, kk, vv] = s
+
+    @cuda.jit
+    def chunk_outputs(q, k, v, gk, scale, C, states, o):
+        """Pass 3, a thread per (b, t, h, v):
+        o_t = scale * ((q_t exp(bl_t)) S_c + sum_{j <= t} (sum_k q_t k_j exp(bl_t - bl_j)) v_j)."""
+        i = cuda.grid(1)
+        B, T, H, K = q.shape
+        V = v.shape[3]
+        if i < B * T * H * V:
+            b, t, h, vv = i // (T * H * V), (i // (H * V)) % T, (i // V) % H, i % V
+            c = t // C
+            s = c * C
+            bt = cuda.local.array(MAX_DIM, real)  # bl_t
+            bj = cuda.local.array(MAX_DIM, real)  # bl_j, accumulated in the same order
+            for kk in range(K):
+                bt[kk] = 0
+                bj[kk] = 0
+            for j in range(s, t + 1):
+                for kk in range(K):
+                    bt[kk] += gk[b, j, h, kk]
+            acc = real(0)
+            for kk in range(K):  # (1) inter-chunk
+                acc += q[b, t, h, kk] * math.exp(bt[kk]) * states[b, c, h, kk, vv]
+            for j in range(s, t + 1):  # (2) intra-chunk
+                a = real(0)
+                for kk in range(K):
+                    bj[kk] += gk[b, j, h, kk]
+                    a += q[b, t, h, kk] * k[b, j, h, kk] * math.exp(bt[kk] - bj[kk])
+                acc += a * v[b, j, h, vv]
+            o[b, t, h, vv] = scale * acc
+
+    @cuda.jit
+    def chunk_dq_dk(q, k, v, gk, do, scale, C, states, dstates, dq, dk):
+        """Pass 3 of the backward, a thread per (b, t, h, k), with dA_ij = scale * do_i . v_j:
+
+        dq_t = scale exp(bl_t) (do_t S_c^T) + sum_{j <= t} dA_tj k_j exp(bl_t - bl_j)
+        dk_t = exp(bl_last - bl_t) (v_t dS_{c+1}^T) + sum_{i >= t} dA_it q_i exp(bl_i - bl_t)
+        """
+        i = cuda.grid(1)
+        B, T, H, K = q.shape
+        V = v.shape[3]
+        if i < B * T * H * K:
+            b, t, h, kk = i // (T * H * K), (i // (H * K)) % T, (i // K) % H, i % K
+            c = t // C
+            s = c * C
+            e = s + C
+            if e > T:
+                e = T
+            bt = real(0)  # bl_t, then bl_last, of key dim k
+            last = real(0)
+            for r in range(s, e):
+                last += gk[b, r, h, kk]
+                if r == t:
+                    bt = last
+            acc_q = real(0)
+            acc_k = real(0)
+            for vv in range(V):
+                acc_q += do[b, t, h, vv] * states[b, c, h, kk, vv]
+                acc_k += v[b, t, h, vv] * dstates[b, c + 1, h, kk, vv]
+            dq_t = scale * math.exp(bt) * acc_q  # from (1)
+            dk_t = math.exp(last - bt) * acc_k  # from (3)
+            br = real(0)  # bl_r, the same sums in the same order
+            for r in range(s, e):
+                br += gk[b, r, h, kk]
+                if r <= t:  # key r of query t
+                    dA = real(0)
+                    for vv in range(V):
+                        dA += do[b, t, h, vv] * v[b, r, h, vv]
+                    dq_t += scale * dA * k[b, r, h, kk] * math.exp(bt - br)
+                if r >= t:  # query r of key t
+                    dA = real(0)
+                    for vv in range(V):
+                        dA += do[b, r, h, vv] * v[b, t, h, vv]
+                    dk_t += scale * dA * q[b, r, h, kk] * math.exp(br - bt)
+            dq[b, t, h, kk] = dq_t
+            dk[b, t, h, kk] = dk_t
+
+    @cuda.jit
+    def chunk_dv(q, k, gk, do, scale, C, dstates, dv):
+        """Pass 3 of the backward, a thread per (b, t, h, v):
+        dv_t = (k_t exp(bl_last - bl_t)) dS_{c+1} + sum_{i >= t} scale A_it do_i."""
+        i = cuda.grid(1)
+        B, T, H, K = q.shape
+        V = do.shape[3]
+        if i < B * T * H * V:
+            b, t, h, vv = i // (T * H * V), (i // (H * V)) % T, (i // V) % H, i % V
+            c = t // C
+            s = c * C
+            e = s + C
+            if e > T:
+                e = T
+            bt = cuda.local.array(MAX_DIM, real)  # bl_t
+            br = cuda.local.array(MAX_DIM, real)  # bl_r, accumulated in the same order
+            for kk in range(K):
+                br[kk] = 0
+            for r in range(s, e):
+                for kk in range(K):
+                    br[kk] += gk[b, r, h, kk]
+                if r == t:
+                    for kk in range(K):
+                        bt[kk] = br[kk]
+            acc = real(0)
+            for kk in range(K):  # from (3); br is bl_last here
+                acc += k[b, t, h, kk] * math.exp(br[kk] - bt[kk]) * dstates[b, c + 1, h, kk, vv]
+                br[kk] = 0
+            for r in range(s, e):  # from (2)
+                a = real(0)
+                for kk in range(K):
+                    br[kk] += gk[b, r, h, kk]
+                    if r >= t:
+                        a += q[b, r, h, kk] * k[b, t, h, kk] * math.exp(br[kk] - bt[kk])
+                if r >= t:
+                    acc += scale * a * do[b, r, h, vv]
+            dv[b, t, h, vv] = acc
+
+    return SimpleNamespace(
+        recurrent_forward=recurrent_forward,
+        recurrent_dq_dk=recurrent_dq_dk,
+        recurrent_dv=recurrent_dv,
+        gate_gradient=gate_gradient,
+        contributions=contributions,
+        carry=carry,
+        chunk_outputs=chunk_outputs,
+        chunk_dq_dk=chunk_dq_dk,
+        chunk_dv=chunk_dv,
+    )
+
+
+# --- launchers on device arrays ----------------------------------------------------------------
+
+
+def _grid(n):
+    return max(1, math.ceil(n / THREADS))
+
+
+def check_dims(K: int, V: int) -> None:
+    """K and V must fit the local arrays of the kernels (``MAX_DIM``)."""
+    if K > MAX_DIM:
+        raise ValueError(
+            f"q: the CUDA kernels hold a state column in a local array: expected K <= {MAX_DIM}, got K = {K}"
+        )
+    if V > MAX_DIM:
+        raise ValueError(
+            f"v: the CUDA kernels hold a state row in a local array: expected V <= {MAX_DIM}, got V = {V}"
+        )
+
+
+def _chunks(T, C):
+    n = math.ceil(T / C)
+    if n > 65535:
+        raise ValueError(f"chunk_size: at most 65535 chunks fit the grid's y axis, got {n} (T = {T}, C = {C})")
+    return n
+
+
+def launch_recurrent(q, k, v, gk, scale, h0, o, ht):
+    """o and ht of the recurrent form. All arrays are device arrays; gk holds zeros for no gate."""
+    B, T, H, K = q.shape
+    V = v.shape[3]
+    check_dims(K, V)
+    ks = kernels(q.dtype)
+    ks.recurrent_forward[_grid(B * H * V), THREADS](q, k, v, gk, q.dtype.type(scale), h0, o, ht)
+
+
+def launch_recurrent_backward(q, k, v, gk, scale, h0, ht, do, dht, dq, dk, dv, dgk, dh0):
+    """dq, dk, dv, dgk, dh0 of the recurrent form, from the final state ht of the forward."""
+    B, T, H, K = q.shape
+    V = v.shape[3]
+    check_dims(K, V)
+    ks = kernels(q.dtype)
+    scale = q.dtype.type(scale)
+    ks.recurrent_dq_dk[_grid(B * H * K), THREADS](q, k, v, gk, scale, h0, do, dht, dq, dk, dh0)
+    ks.recurrent_dv[_grid(B * H * V), THREADS](q, k, gk, scale, do, dht, dv)
+    ks.gate_gradient[_grid(B * H * K), THREADS](q, dq, k, dk, ht, dht, dgk)
+
+
+def launch_chunked(q, k, v, gk, scale, h0, o, states, ht, chunk_size):
+    """o of the chunked form, ``states`` (B, n + 1, H, K, V): the chunk-entering states then the
+    final state, and that final state again in ``ht`` (B, H, K, V)."""
+    B, T, H, K = q.shape
+    V = v.shape[3]
+    check_dims(K, V)
+    n = _chunks(T, chunk_size)
+    ks = kernels(q.dtype)
+    scale = q.dtype.type(scale)
+    decay = cuda.device_array((B, n, H, K), q.dtype)
+    ks.contributions[(_grid(B * H * K * V), n), (THREADS, 1)](k, v, gk, scale, chunk_size, False, states, decay)
+    ks.carry[_grid(B * H * K * V), THREADS](states, decay, h0, ht, False)
+    ks.chunk_outputs[_grid(B * T * H * V), THREADS](q, k, v, gk, scale, chunk_size, states, o)
+
+
+def launch_chunked_backward(q, k, v, gk, scale, states, ht, do, dht, dq, dk, dv, dgk, dh0, chunk_size):
+    """dq, dk, dv, dgk, dh0 of the chunked form from the ``states`` and ``ht`` of :func:`launch_chunked`."""
+    B, T, H, K = q.shape
+    V = v.shape[3]
+    check_dims(K, V)
+    n = _chunks(T, chunk_size)
+    ks = kernels(q.dtype)
+    scale = q.dtype.type(scale)
+    decay = cuda.device_array((B, n, H, K), q.dtype)
+    dstates = cuda.device_array(states.shape, q.dtype)  # dstates[:, c]: gradient of the state entering chunk c
+    ks.contributions[(_grid(B * H * K * V), n), (THREADS, 1)](q, do, gk, scale, chunk_size, True, dstates, decay)
+    ks.carry[_grid(B * H * K * V), THREADS](dstates, decay, dht, dh0, True)
+    ks.chunk_dq_dk[_grid(B * T * H * K), THREADS](q, k, v, gk, do, scale, chunk_size, states, dstates, dq, dk)
+    ks.chunk_dv[_grid(B * T * H * V), THREADS](q, k, gk, do, scale, chunk_size, dstates, dv)
+    ks.gate_gradient[_grid(B * H * K), THREADS](q, dq, k, dk, ht, dht, dgk)
+
+
+# --- host wrappers: the arguments of gla_cpu ---------------------------------------------------
+
+
+def _to_device(q, k, v, gk, initial_state):
+    """Device copies; zeros for an absent gate or initial state."""
+    B, T, H, K = q.shape
+    if gk is None:
+        gk = np.zeros_like(q)
+    if initial_state is None:
+        initial_state = np.zeros((B, H, K, v.shape[3]), q.dtype)
+    return [cuda.to_device(np.ascontiguousarray(x)) for x in (q, k, v, gk, initial_state)]
+
+
+def _cotangents_to_device(v, h0, do, dht):
+    do = np.zeros(v.shape, v.dtype) if do is None else do
+    dht = np.zeros(h0.shape, v.dtype) if dht is None else dht
+    return cuda.to_device(np.ascontiguousarray(do)), cuda.to_device(np.ascontiguousarray(dht))
+
+
+def gla_cuda(q, k, v, gk, scale, initial_state=None):
+    """The recurrent form: ``(o, ht)``, a thread per state column."""
+    check_dims(q.shape[3], v.shape[3])
+    q_d, k_d, v_d, gk_d, h0_d = _to_device(q, k, v, gk, initial_state)
+    o_d = cuda.device_array(v.shape, q.dtype)
+    ht_d = cuda.device_array(h0_d.shape, q.dtype)
+    launch_recurrent(q_d, k_d, v_d, gk_d, scale, h0_d, o_d, ht_d)
+    return o_d.copy_to_host(), ht_d.copy_to_host()
+
+
+def gla_cuda_backward(q, k, v, gk, scale, initial_state, ht, do, dht):
+    """``(dq, dk, dv, dgk, dinitial_state)`` of the recurrent form; None for an absent gate or
+    initial state. ``do`` and ``dht`` may be None (zero)."""
+    check_dims(q.shape[3], v.shape[3])
+    q_d, k_d, v_d, gk_d, h0_d = _to_device(q, k, v, gk, initial_state)
+    do_d, dht_d = _cotangents_to_device(v, h0_d, do, dht)
+    ht_d = cuda.to_device(np.ascontiguousarray(ht))
+    dq_d, dk_d, dgk_d = (cuda.device_array(q.shape, q.dtype) for _ in range(3))
+    dv_d = cuda.device_array(v.shape, q.dtype)
+    dh0_d = cuda.device_array(h0_d.shape, q.dtype)
+    launch_recurrent_backward(q_d, k_d, v_d, gk_d, scale, h0_d, ht_d, do_d, dht_d, dq_d, dk_d, dv_d, dgk_d, dh0_d)
+    dgk = dgk_d.copy_to_host() if gk is not None else None
+    dh0 = dh0_d.copy_to_host() if initial_state is not None else None
+    return dq_d.copy_to_host(), dk_d.copy_to_host(), dv_d.copy_to_host(), dgk, dh0
+
+
+def gla_cuda_chunked(q, k, v, gk, scale, initial_state=None, chunk_size=64):
+    """The chunked form: ``(o, states)``, states (B, n + 1, H, K, V) the chunk-entering states
+    followed by the final state, as ``gla_cpu.gla_cpu_chunked``."""
+    B, T, H, K = q.shape
+    check_dims(K, v.shape[3])
+    n = _chunks(T, int(chunk_size))
+    q_d, k_d, v_d, gk_d, h0_d = _to_device(q, k, v, gk, initial_state)
+    o_d = cuda.device_array(v.shape, q.dtype)
+    states_d = cuda.device_array((B, n + 1, H, K, v.shape[3]), q.dtype)
+    ht_d = cuda.device_array(h0_d.shape, q.dtype)
+    launch_chunked(q_d, k_d, v_d, gk_d, scale, h0_d, o_d, states_d, ht_d, int(chunk_size))
+    return o_d.copy_to_host(), states_d.copy_to_host()
+
+
+def gla_cuda_chunked_backward(q, k, v, gk, scale, initial_state, states, do, dht, chunk_size=64):
+    """``(dq, dk, dv, dgk, dinitial_state)`` of the chunked form from the ``states`` of the forward."""
+    check_dims(q.shape[3], v.shape[3])
+    q_d, k_d, v_d, gk_d, h0_d = _to_device(q, k, v, gk, initial_state)
+    do_d, dht_d = _cotangents_to_device(v, h0_d, do, dht)
+    states_d = cuda.to_device(np.ascontiguousarray(states))
+    ht_d = cuda.to_device(np.ascontiguousarray(states[:, -1]))
+    dq_d, dk_d, dgk_d = (cuda.device_array(q.shape, q.dtype) for _ in range(3))
+    dv_d = cuda.device_array(v.shape, q.dtype)
+    dh0_d = cuda.device_array(h0_d.shape, q.dtype)
+    launch_chunked_backward(
+        q_d, k_d, v_d, gk_d, scale, states_d, ht_d, do_d, dht_d, dq_d, dk_d, dv_d, dgk_d, dh0_d, int(chunk_size)
+    )
+    dgk = dgk_d.copy_to_host() if gk is not None else None
+    dh0 = dh0_d.copy_to_host() if initial_state is not None else None
+    return dq_d.copy_to_host(), dk_d.copy_to_host(), dv_d.copy_to_host(), dgk, dh0
+
+
+def kernel_signatures(dtype):
+    """Every kernel of this module with its argument types for ``dtype`` (float32 or float64).
+
+    Used to compile each kernel to PTX without a GPU (``numba.cuda.compile_ptx``), which runs the
+    real type inference and code generation that the simulator skips.
+    """
+    from numba import types
+
+    f = types.float32 if np.dtype(dtype) == np.float32 else types.float64
+    A4, A5 = types.Array(f, 4, "C"), types.Array(f, 5, "C")
+    i64, b1 = types.int64, types.boolean
+    ks = kernels(dtype)
+    return [
+        (ks.recurrent_forward, (A4, A4, A4, A4, f, A4, A4, A4)),
+        (ks.recurrent_dq_dk, (A4, A4, A4, A4, f, A4, A4, A4, A4, A4, A4)),
+        (ks.recurrent_dv, (A4, A4, A4, f, A4, A4, A4)),
+        (ks.gate_gradient, (A4, A4, A4, A4, A4, A4, A4)),
+        (ks.contributions, (A4, A4, A4, f, i64, b1, A5, A4)),
+        (ks.carry, (A5, A4, A4, A4, b1)),
+        (ks.chunk_outputs, (A4, A4, A4, A4, f, i64, A5, A4)),
+        (ks.chunk_dq_dk, (A4, A4, A4, A4, A4, f, i64, A5, A5, A4, A4)),
+        (ks.chunk_dv, (A4, A4, A4, A4, f, i64, A5, A4)),
+    ]

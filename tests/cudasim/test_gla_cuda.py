@@ -1,0 +1,73 @@
+"""The CUDA kernels of GLA under numba's CUDA simulator (tiny sizes; run by test_cuda_simulator.py)."""
+
+import os
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+
+from numba_kernels import gla_cuda
+from ref.mixers.gla import FORMS
+from ref.nn import gradcheck
+from tests.compare import assert_within
+from tests.mixers.gla_cases import bounds, gla_cases, log_sigmoid, make_arrays
+
+assert os.environ.get("NUMBA_ENABLE_CUDASIM") == "1", "run these tests with NUMBA_ENABLE_CUDASIM=1"
+
+pytestmark = [pytest.mark.gla, pytest.mark.cudasim]
+
+NAMES = ("o", "ht", "dq", "dk", "dv", "dgk", "dh0")
+
+
+def run(form, backend, q, k, v, gk, h0, do, dht, scale, chunk_size):
+    forward, backward = FORMS[form]
+    kwargs = {"scale": scale, "initial_state": h0, "backend": backend}
+    if form == "chunked":
+        kwargs["chunk_size"] = chunk_size
+    o, ht, cache = forward(q, k, v, gk, **kwargs)
+    return dict(zip(NAMES, (o, ht, *backward(do, dht, cache))))
+
+
+@settings(max_examples=8)
+@given(gla_cases(max_T=9, dtypes=(np.float64, np.float32)))
+def test_cuda_kernels_agree_with_numpy(case):
+    """Recurrent and chunked, forward and backward, float64 and float32 (against float64)."""
+    q, k, v, gk, h0, do, dht = make_arrays(case)
+    up = lambda x: None if x is None else x.astype(np.float64)  # noqa: E731
+    want = run("recurrent", "numpy", *map(up, (q, k, v, gk, h0, do, dht)), case["scale"], case["chunk_size"])
+    tol = bounds(q, k, v, gk, h0, do, dht, case["scale"], case["dtype"])
+    for form in ("recurrent", "chunked"):
+        got = run(form, "cuda", q, k, v, gk, h0, do, dht, case["scale"], case["chunk_size"])
+        for name in NAMES:
+            if got[name] is not None:
+                assert got[name].dtype == case["dtype"], f"{form}/cuda: {name} is {got[name].dtype}"
+            assert_within(f"{form}/cuda: {name}", got[name], want[name], tol[name])
+
+
+@pytest.mark.parametrize("form", ["recurrent", "chunked"])
+def test_cuda_finite_differences(form, rng):
+    B, T, H, K, V = 1, 5, 1, 2, 2
+    inputs = {
+        "q": rng.standard_normal((B, T, H, K)),
+        "k": rng.standard_normal((B, T, H, K)),
+        "v": rng.standard_normal((B, T, H, V)),
+        "gk": log_sigmoid(rng.standard_normal((B, T, H, K))),
+        "initial_state": rng.standard_normal((B, H, K, V)),
+    }
+    forward, backward = FORMS[form]
+    extra = {"chunk_size": 2} if form == "chunked" else {}
+
+    def fwd(q, k, v, gk, initial_state):
+        return forward(q, k, v, gk, scale=0.7, initial_state=initial_state, backend="cuda", **extra)
+
+    gradcheck(fwd, backward, inputs, rng=rng, name=f"gla_{form}[cuda]")
+
+
+def test_head_dims_beyond_the_local_arrays_are_refused():
+    big = gla_cuda.MAX_DIM + 1
+    q = np.zeros((1, 2, 1, big), np.float32)
+    with pytest.raises(ValueError, match=rf"q: .* expected K <= {gla_cuda.MAX_DIM}, got K = {big}"):
+        FORMS["recurrent"][0](q, q, np.zeros((1, 2, 1, 3), np.float32), backend="cuda")
+    q = np.zeros((1, 2, 1, 3), np.float32)
+    with pytest.raises(ValueError, match=rf"v: .* expected V <= {gla_cuda.MAX_DIM}, got V = {big}"):
+        FORMS["chunked"][0](q, q, np.zeros((1, 2, 1, big), np.float32), backend="cuda")
