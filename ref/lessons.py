@@ -5,6 +5,8 @@ copies it. It runs as a plain script; ``python -m ref lessons run SLUG [--quick]
 fresh process with
 
 * ``REF_QUICK=1`` in quick mode (small sizes: under a minute, what CI runs), and
+* ``OPENBLAS_NUM_THREADS`` / ``MKL_NUM_THREADS`` = 1 unless set (small
+  matrices: BLAS threads only contend), and
 * ``REF_FIGURES_DIR``: where it writes ``<NN_slug>.png`` and ``<NN_slug>.json`` (default:
   ``figures/`` in full mode, ``figures/quick/`` in quick mode, so a quick run never overwrites
   the committed full-mode figures).
@@ -87,6 +89,10 @@ def run(lesson: Lesson, quick: bool, out_dir: Path | None = None, capture: bool 
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(quick)
     env = dict(os.environ, REF_FIGURES_DIR=str(out_dir), MPLBACKEND="Agg")
     env["REF_QUICK"] = "1" if quick else "0"
+    # the lessons' matrices are small: BLAS threads only contend (with each other and with numba's
+    # pool), and on a busy 2-core machine they made a training step 16x slower
+    for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.setdefault(var, "1")
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, str(lesson.path)],

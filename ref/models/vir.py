@@ -17,7 +17,10 @@ authors' code, and no gate and no GroupNorm ("plain retention"):
     y = o W_o + b_o                                                                          (8)
 
 (6) is the recurrent form of the parallel (K^-1/2 Q K^T ⊙ D) V with D_nm = gamma^(n-m), n >= m;
-the chunked form is ViR's chunkwise form (chunks of 16). Why the class token goes last: with a
+the chunked form is ViR's chunkwise form (chunks of 16). ``mode`` picks the form: "parallel"
+(masked attention with per-key decays, ``ref.mixers.retention``), "decay_matrix" (the T x T
+matrix D itself, the authors' parallel formula, the fastest for short sequences), "chunked" or
+"recurrent"; all four compute the same function. Why the class token goes last: with a
 causal mixer a token sees only the tokens before it, so only a class token read at the END has
 seen the whole image; read first, it has seen nothing (``class_token="first"``: the lesson's
 "chance accuracy" ablation).
@@ -25,6 +28,17 @@ seen the whole image; read first, it has seen nothing (``class_token="first"``: 
 ``vir_recurrent`` is the inference path: one token at a time through every block, carrying one
 (H, K, K) retention state per block and image, so its memory does not grow with the number of
 patches (a KV cache would); it gives the class-token logits of the parallel forward.
+
+The ViT baseline (``vit_*``): the same backbone, the same parameters (``init_vit`` is
+``init_vir``), with softmax attention (``ref.mixers.attention``) in place of (6):
+
+    o_n = sum_{m: M_nm} softmax_m(K^-1/2 q_n . k_m) v_m                                      (9)
+
+with the mask M "bidirectional" (every token sees every token: a plain ViT, where the class
+token's position makes no difference, since the class token carries no position embedding) or
+"causal" (m <= n, as retention: the class token must then go last). A causal ViT can also read an
+image token by token (``vit_recurrent``), but its state is a KV cache that holds k and v of every
+token seen: 2 x T x H x K numbers per block, against retention's H x K x K.
 
 Sources (the authors' code, the file headed "Code by authors of ViR", class VisionRetention;
 NVlabs/ViR itself holds only a README): decay schedule (7) (``DecayMask``); ``qkv`` and
@@ -54,6 +68,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import NamedTuple
 
 import numpy as np
 
@@ -71,6 +86,8 @@ from ref.models.gla import (
     normal,
     split_heads,
 )
+from ref.mixers.attention import KVCache, attention_decode_step, attention_parallel, attention_parallel_backward
+from ref.mixers.simple_gla import simple_gla_decay_matrix, simple_gla_decay_matrix_backward
 from ref.models.retnet import gelu_mlp, gelu_mlp_backward, run_retention, run_retention_backward
 from ref.nn import (
     conv2d,
@@ -98,6 +115,18 @@ __all__ = [
     "vir_backward",
     "vir_recurrent",
     "vir_loss_and_grads",
+    "VIR_MODES",
+    "ATTENTION_MASKS",
+    "init_vit",
+    "vit_attention",
+    "vit_attention_backward",
+    "vit_block",
+    "vit_block_backward",
+    "vit_block_step",
+    "vit_forward",
+    "vit_backward",
+    "vit_recurrent",
+    "vit_loss_and_grads",
 ]
 
 CLASS_TOKEN_POSITIONS = ("last", "first")
@@ -106,6 +135,27 @@ LAYER_SCALE_INIT = 1e-5  # LayerScale (authors' init_values)
 INIT_STD = 0.02  # linear weights and pos_embed
 CLS_INIT_STD = 1e-6  # cls_token
 CHUNK_SIZE = 16  # ViR's chunkwise form
+VIR_MODES = ("parallel", "decay_matrix", "chunked", "recurrent")  # the forms of retention (6)
+ATTENTION_MASKS = ("bidirectional", "causal")  # the ViT baseline's masks (9)
+
+
+class _Mixer(NamedTuple):
+    """What a block's token mixer computes: retention (6) in one of its forms, softmax attention
+    (9) with a mask, or one decoding step of causal attention over a KV cache."""
+
+    kind: str  # "retention" | "attention" | "decode"
+    mode: str | None = None  # retention: one of VIR_MODES
+    chunk_size: int | None = None  # retention, mode "chunked"
+    mask: str | None = None  # attention: one of ATTENTION_MASKS
+
+
+def _retention_mixer(mode: str, chunk_size) -> _Mixer:
+    checks.one_of(mode, "mode", VIR_MODES)
+    return _Mixer("retention", mode, check_chunk_size(chunk_size) if mode == "chunked" else None)
+
+
+def _attention_mixer(mask: str) -> _Mixer:
+    return _Mixer("attention", mask=checks.one_of(mask, "mask", ATTENTION_MASKS))
 
 
 def vir_gammas(H: int) -> np.ndarray:
@@ -150,44 +200,94 @@ def _retention_spec(params, where):
     return D, H, K, V, dtype
 
 
-def _vir_retention(params, x, mode, chunk_size, initial_state, where="params"):
+def _run_retention(q, k, v, gamma, mode, chunk_size, initial_state):
+    """(6) in the chosen form: ``(o, ht, cache)``."""
+    if mode != "decay_matrix":
+        return run_retention(q, k, v, gamma, mode=mode, chunk_size=chunk_size, initial_state=initial_state)
+    # (QK^T / sqrt(K) ⊙ D) V with D_nm = gamma^(n-m) = exp(G_n - G_m), G the cumulative sum of log gamma
+    g = np.broadcast_to(np.log(gamma).astype(q.dtype), q.shape[:3])  # (B, T, H)
+    o, ht, cache = simple_gla_decay_matrix(q, k, v, g, initial_state=initial_state)
+    return o, ht, ("decay_matrix", cache)
+
+
+def _run_retention_backward(do, cache):
+    mode, mixer_cache = cache
+    if mode != "decay_matrix":
+        return run_retention_backward(do, cache)
+    dq, dk, dv, _, _ = simple_gla_decay_matrix_backward(do, None, mixer_cache)  # the decays are fixed
+    return dq, dk, dv
+
+
+def _token_mixer(params, x, mixer: _Mixer, state, where="params"):
+    """(5), then (6)-(7) or (9), then (8), on x (B, T, D). ``state``: the retention state entering
+    (B, H, K, V) or None; for ``kind="decode"`` the KV cache (updated in place). Returns
+    ``(y, state, cache)``."""
     D, H, _, V, dtype = _retention_spec(params, where)
     x = check_input(x, D, dtype)
     B, T, _ = x.shape
-    c = {"H": H, "x_shape": x.shape, "dtype": dtype}
+    c = {"H": H, "x_shape": x.shape, "dtype": dtype, "kind": mixer.kind}
     # (5) q, k (B, T, H, K), v (B, T, H, V), with biases
     q, c["q"] = head_linear(x, params["W_q"], params["b_q"])
     k, c["k"] = head_linear(x, params["W_k"], params["b_k"])
     v, c["v"] = head_linear(x, params["W_v"], params["b_v"])
-    # (6), (7) retention with ViR's decays
-    o, ht, c["mixer"] = run_retention(
-        q, k, v, vir_gammas(H), mode=mode, chunk_size=chunk_size, initial_state=initial_state
-    )
+    if mixer.kind == "retention":
+        # (6), (7) retention with ViR's decays
+        o, state, c["mixer"] = _run_retention(q, k, v, vir_gammas(H), mixer.mode, mixer.chunk_size, state)
+    elif mixer.kind == "attention":
+        # (9) softmax attention, scale K^-1/2, under the mask
+        o, c["mixer"] = attention_parallel(q, k, v, mask=mixer.mask)  # (B, T, H, V)
+    else:
+        # (9) for one new token: append its k, v to the cache, attend over every cached token
+        o_t, state = attention_decode_step(q[:, 0], k[:, 0], v[:, 0], state, position=state.length)  # (B, H, V)
+        o = o_t[:, None]  # (B, 1, H, V)
     # (8) y = o W_o + b_o
     y, c["out"] = linear(o.reshape(B, T, H * V), params["W_o"], params["b_o"])  # (B, T, D)
-    return y, ht, c
+    return y, state, c
 
 
-def vir_retention(params: dict, x: np.ndarray, *, mode: str = "parallel", chunk_size: int = CHUNK_SIZE):
-    """ViR's retention (5)-(8) on x (B, T, D). Returns ``(y, cache)``."""
-    if mode == "chunked":
-        chunk_size = check_chunk_size(chunk_size)
-    y, _, cache = _vir_retention(params, x, mode, chunk_size, None)
-    return y, cache
-
-
-def vir_retention_backward(params: dict, cache, dy: np.ndarray):
-    """Returns ``(dx, grads)``."""
+def _token_mixer_backward(params, cache, dy):
     c, g = cache, {}
+    if c["kind"] == "decode":
+        raise ValueError("cache: a decoding step (vit_block_step) keeps no cache for backward")
     dy = check_cotangent(dy, c["x_shape"], c["dtype"])
     do, g["W_o"], g["b_o"] = linear_backward(dy, c["out"])  # (B, T, H*V)
     B, T, _ = do.shape
-    dq, dk, dv = run_retention_backward(do.reshape(B, T, c["H"], -1), c["mixer"])
+    do = do.reshape(B, T, c["H"], -1)  # (B, T, H, V)
+    if c["kind"] == "retention":
+        dq, dk, dv = _run_retention_backward(do, c["mixer"])
+    else:
+        dq, dk, dv = attention_parallel_backward(do, c["mixer"])
     dx = None
     for name, d in (("q", dq), ("k", dk), ("v", dv)):
         dx_p, g["W_" + name], g["b_" + name] = head_linear_backward(d, c[name])
         dx = dx_p if dx is None else dx + dx_p
     return dx, {key: g[key] for key in params}
+
+
+def vir_retention(params: dict, x: np.ndarray, *, mode: str = "parallel", chunk_size: int = CHUNK_SIZE):
+    """ViR's retention (5)-(8) on x (B, T, D). Returns ``(y, cache)``."""
+    y, _, cache = _token_mixer(params, x, _retention_mixer(mode, chunk_size), None)
+    return y, cache
+
+
+def vir_retention_backward(params: dict, cache, dy: np.ndarray):
+    """Returns ``(dx, grads)``."""
+    return _token_mixer_backward(params, cache, dy)
+
+
+def vit_attention(params: dict, x: np.ndarray, *, mask: str = "bidirectional"):
+    """The ViT baseline's softmax attention (5), (9), (8) on x (B, T, D), with the parameters of
+    ViR's retention (``init_vir_retention``). Returns ``(y, cache)``.
+
+    The key bias b_k adds q_n . b_k to every score of row n, a constant that the softmax removes:
+    its gradient is exactly zero here (retention, which has no softmax, does use it)."""
+    y, _, cache = _token_mixer(params, x, _attention_mixer(mask), None)
+    return y, cache
+
+
+def vit_attention_backward(params: dict, cache, dy: np.ndarray):
+    """Returns ``(dx, grads)``."""
+    return _token_mixer_backward(params, cache, dy)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -223,26 +323,24 @@ def init_vir_block(
     }
 
 
-def _vir_block(params, x, mode, chunk_size, initial_state, where="params"):
+def _block(params, x, mixer: _Mixer, state, where="params"):
     if not isinstance(params, dict) or set(params) != _BLOCK_KEYS:
         got = sorted(params) if isinstance(params, dict) else type(params).__name__
         raise ValueError(f"{where}: expected a ViR block {sorted(_BLOCK_KEYS)}, got {got}")
     # (3) h = x + ls1 * Retention(LN(x))
     n1, c_n1 = layer_norm(x, params["norm1"]["weight"], params["norm1"]["bias"], eps=LN_EPS)
-    r, ht, c_mix = _vir_retention(params["mixer"], n1, mode, chunk_size, initial_state, f"{where}/mixer")
+    r, state, c_mix = _token_mixer(params["mixer"], n1, mixer, state, f"{where}/mixer")
     h = x + params["ls1"] * r
     # (3) y = h + ls2 * MLP(LN(h))
     n2, c_n2 = layer_norm(h, params["norm2"]["weight"], params["norm2"]["bias"], eps=LN_EPS)
     m, c_mlp = gelu_mlp(params["mlp"], n2)
     y = h + params["ls2"] * m
-    return y, ht, (c_n1, c_mix, r, c_n2, c_mlp, m)
+    return y, state, (c_n1, c_mix, r, c_n2, c_mlp, m)
 
 
 def vir_block(params: dict, x: np.ndarray, *, mode: str = "parallel", chunk_size: int = CHUNK_SIZE):
     """One ViR block (3) on x (B, T, D). Returns ``(y, cache)``."""
-    if mode == "chunked":
-        chunk_size = check_chunk_size(chunk_size)
-    y, _, cache = _vir_block(params, x, mode, chunk_size, None)
+    y, _, cache = _block(params, x, _retention_mixer(mode, chunk_size), None)
     return y, cache
 
 
@@ -258,7 +356,7 @@ def vir_block_backward(params: dict, cache, dy: np.ndarray):
     dh = dy + dh_mlp
     # h = x + ls1 * r
     dls1 = (dh * r).reshape(-1, D).sum(axis=0)  # (D,)
-    dn1, g_mix = vir_retention_backward(params["mixer"], c_mix, dh * params["ls1"])
+    dn1, g_mix = _token_mixer_backward(params["mixer"], c_mix, dh * params["ls1"])
     dx_mix, dw1, db1 = layer_norm_backward(dn1, c_n1)
     grads = {
         "norm1": {"weight": dw1, "bias": db1},
@@ -274,8 +372,29 @@ def vir_block_backward(params: dict, cache, dy: np.ndarray):
 def vir_block_step(params: dict, x_t: np.ndarray, state: np.ndarray | None = None):
     """One token through a block: x_t (B, D), state (B, H, K, V) or None -> ``(y_t, state)``."""
     x_t = checks.float_array(x_t, "x_t", ndim=2, dims="(B, D)")
-    y, ht, _ = _vir_block(params, x_t[:, None, :], "recurrent", None, state)
+    y, ht, _ = _block(params, x_t[:, None, :], _Mixer("retention", "recurrent"), state)
     return y[:, 0], ht
+
+
+def vit_block(params: dict, x: np.ndarray, *, mask: str = "bidirectional"):
+    """One block of the ViT baseline: (3) with attention (9) as the mixer. Returns ``(y, cache)``."""
+    y, _, cache = _block(params, x, _attention_mixer(mask), None)
+    return y, cache
+
+
+def vit_block_backward(params: dict, cache, dy: np.ndarray):
+    """Returns ``(dx, grads)``."""
+    return vir_block_backward(params, cache, dy)
+
+
+def vit_block_step(params: dict, x_t: np.ndarray, kv_cache: KVCache):
+    """One token through a causal ViT block: x_t (B, D); ``kv_cache`` holds k, v of the tokens
+    before it and gains this token's (in place). Returns ``(y_t, kv_cache)``."""
+    x_t = checks.float_array(x_t, "x_t", ndim=2, dims="(B, D)")
+    if not isinstance(kv_cache, KVCache):
+        raise ValueError(f"kv_cache: expected a KVCache, got {type(kv_cache).__name__}")
+    y, kv_cache, _ = _block(params, x_t[:, None, :], _Mixer("decode"), kv_cache)
+    return y[:, 0], kv_cache
 
 
 # ------------------------------------------------------------------------------------------------
@@ -380,6 +499,19 @@ def _embed_backward(dx, cache, g):
     g["patch"] = {"W": dW, "b": db}
 
 
+def _forward(params, images, class_token, mixer: _Mixer):
+    x, c_embed = _embed(params, images, class_token)
+    c_blocks = []
+    for i, block in enumerate(params["blocks"]):
+        x, _, c = _block(block, x, mixer, None, f"params/blocks/{i}")  # (3)
+        c_blocks.append(c)
+    # (4) logits from the class token after the final LayerNorm (per position, so only there)
+    cls_index = -1 if class_token == "last" else 0
+    z, c_norm = layer_norm(x[:, cls_index], params["norm"]["weight"], params["norm"]["bias"], eps=LN_EPS)  # (B, D)
+    logits, c_head = linear(z, params["head"]["W"], params["head"]["b"])  # (B, n_classes)
+    return logits, (c_embed, c_blocks, c_norm, c_head, x.shape, cls_index)
+
+
 def vir_forward(
     params: dict,
     images: np.ndarray,
@@ -388,20 +520,9 @@ def vir_forward(
     mode: str = "parallel",
     chunk_size: int = CHUNK_SIZE,
 ):
-    """Class logits (B, n_classes) of images (B, C, H, W). ``mode``: the retention form
-    ("parallel", "chunked", "recurrent"; the same function). Returns ``(logits, cache)``."""
-    if mode == "chunked":
-        chunk_size = check_chunk_size(chunk_size)
-    x, c_embed = _embed(params, images, class_token)
-    c_blocks = []
-    for i, block in enumerate(params["blocks"]):
-        x, _, c = _vir_block(block, x, mode, chunk_size, None, f"params/blocks/{i}")  # (3)
-        c_blocks.append(c)
-    # (4) logits from the class token after the final LayerNorm (per position, so only there)
-    cls_index = -1 if class_token == "last" else 0
-    z, c_norm = layer_norm(x[:, cls_index], params["norm"]["weight"], params["norm"]["bias"], eps=LN_EPS)  # (B, D)
-    logits, c_head = linear(z, params["head"]["W"], params["head"]["b"])  # (B, n_classes)
-    return logits, (c_embed, c_blocks, c_norm, c_head, x.shape, cls_index)
+    """Class logits (B, n_classes) of images (B, C, H, W). ``mode``: the retention form, one of
+    ``VIR_MODES`` (the same function). Returns ``(logits, cache)``."""
+    return _forward(params, images, class_token, _retention_mixer(mode, chunk_size))
 
 
 def vir_backward(params: dict, cache, dlogits: np.ndarray):
@@ -440,6 +561,16 @@ def vir_recurrent(params: dict, images: np.ndarray, *, class_token: str = "last"
     return logits, states
 
 
+def _loss_and_grads(forward, backward, params, batch, **options):
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        raise ValueError(f"batch: expected a pair (images, labels), got {type(batch).__name__}")
+    images, labels = batch
+    logits, cache = forward(params, images, **options)
+    loss, c_loss = cross_entropy(logits, labels)
+    dlogits, _ = cross_entropy_backward(1.0, c_loss)
+    return float(loss), backward(params, cache, dlogits)
+
+
 def vir_loss_and_grads(
     params: dict,
     batch,
@@ -452,10 +583,60 @@ def vir_loss_and_grads(
     """Mean cross-entropy of a batch ``(images (B, C, H, W), labels (B,) ints)`` and its gradients:
     ``(loss, grads)``, the ``loss_and_grads`` of ``ref.train.train`` (``rng`` is unused: no dropout).
     Bind the options with ``functools.partial`` to train the class-token-first ablation."""
-    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-        raise ValueError(f"batch: expected a pair (images, labels), got {type(batch).__name__}")
-    images, labels = batch
-    logits, cache = vir_forward(params, images, class_token=class_token, mode=mode, chunk_size=chunk_size)
-    loss, c_loss = cross_entropy(logits, labels)
-    dlogits, _ = cross_entropy_backward(1.0, c_loss)
-    return float(loss), vir_backward(params, cache, dlogits)
+    return _loss_and_grads(
+        vir_forward, vir_backward, params, batch, class_token=class_token, mode=mode, chunk_size=chunk_size
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# the ViT baseline: the same backbone with softmax attention (9)
+
+
+def init_vit(rng: np.random.Generator, **options) -> dict:
+    """The ViT baseline's parameters: exactly ``init_vir``'s (same options, same tree, same
+    initialisation), since softmax attention has the same projections as ViR's retention."""
+    return init_vir(rng, **options)
+
+
+def vit_forward(params: dict, images: np.ndarray, *, class_token: str = "first", mask: str = "bidirectional"):
+    """Class logits (B, n_classes) of images (B, C, H, W) with attention (9) under ``mask``
+    ("bidirectional": a plain ViT; "causal"). Returns ``(logits, cache)``."""
+    return _forward(params, images, class_token, _attention_mixer(mask))
+
+
+def vit_backward(params: dict, cache, dlogits: np.ndarray):
+    """Gradients of every parameter (a tree shaped like ``params``); the images get none."""
+    return vir_backward(params, cache, dlogits)
+
+
+def vit_recurrent(params: dict, images: np.ndarray, *, class_token: str = "last"):
+    """A causal ViT read token by token, as a decoder: each block keeps a KV cache (k and v of
+    every token so far) and attends from the new token over it. Returns ``(logits, kv_caches)``;
+    the logits equal ``vit_forward(..., mask="causal")``'s; each cache holds the T tokens read
+    (the class token's output needs no token after it: with the class token first, T = 1)."""
+    x, _ = _embed(params, images, class_token)
+    B, T, _ = x.shape
+    cls_index = T - 1 if class_token == "last" else 0
+    caches = []
+    for i, block in enumerate(params["blocks"]):
+        _, H, K, V, dtype = _retention_spec(block["mixer"], f"params/blocks/{i}/mixer")
+        caches.append(KVCache.empty(B, cls_index + 1, H, K, V, dtype))  # (B, T, H, K), (B, T, H, V)
+    for t in range(cls_index + 1):
+        h = x[:, t]  # (B, D)
+        for i, block in enumerate(params["blocks"]):
+            h, caches[i] = vit_block_step(block, h, caches[i])
+    z, _ = layer_norm(h, params["norm"]["weight"], params["norm"]["bias"], eps=LN_EPS)
+    logits, _ = linear(z, params["head"]["W"], params["head"]["b"])
+    return logits, caches
+
+
+def vit_loss_and_grads(
+    params: dict,
+    batch,
+    rng: np.random.Generator | None = None,
+    *,
+    class_token: str = "first",
+    mask: str = "bidirectional",
+):
+    """As ``vir_loss_and_grads``, for the ViT baseline (``rng`` unused)."""
+    return _loss_and_grads(vit_forward, vit_backward, params, batch, class_token=class_token, mask=mask)
