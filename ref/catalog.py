@@ -82,7 +82,7 @@ PAPERS: tuple[Paper, ...] = (
     Paper('mamba', 'Mamba: Linear-Time Sequence Modeling with Selective State Spaces', '2312.00752', 2023, 'state space', issues=(5,)),
     Paper('image_text_matching', 'Deep Learning Applied to Image and Text Matching', '1601.03478', 2016, 'multimodal', issues=()),
     Paper('vir', 'ViR: Vision Retention Networks', '2310.19731', 2023, 'linear attention', issues=(4,), module='ref/models/vir.py', lesson='lessons/04_vir_digits.py', figure='figures/04_vir_digits.png', tests='tests/models/test_vir.py'),
-    Paper('mom', 'MoM: Linear Sequence Modeling with Mixture-of-Memories', '2502.13685', 2025, 'linear attention', issues=(4,)),
+    Paper('mom', 'MoM: Linear Sequence Modeling with Mixture-of-Memories', '2502.13685', 2025, 'linear attention', issues=(4,), module='ref/models/mom.py', lesson='lessons/06_mom_recall.py', figure='figures/06_mom_recall.png', tests='tests/models/test_mom.py'),
     Paper('text_vectors', 'Vector representations of text data in deep learning', '1901.01695', 2019, 'representation learning', issues=()),
     Paper('hmt', 'HMT: Hierarchical Memory Transformer for Long Context Language Processing', '2405.06067', 2024, 'memory', issues=(6,)),
     Paper('successor_heads', 'Successor Heads: Recurring, Interpretable Attention Heads In The Wild', '2312.09230', 2023, 'interpretability', issues=(3,)),

@@ -12,11 +12,18 @@ backward, step)``:
 - ``backward(params, cache, dy) -> (dx, grads)``
 - ``step(params, x_t, state) -> (y_t, state)`` (optional): one token of constant-memory decoding,
   ``state=None`` at the start; needed only by :func:`lm_decode`.
+- ``aux_loss`` (default False): the block adds an auxiliary loss of its own to the model's loss
+  (a mixture's load-balancing loss). Its ``forward`` then returns ``(y, aux_loss, cache)`` and its
+  ``backward(params, cache, dy, daux) -> (dx, grads)`` takes the gradient of that scalar too.
+  :func:`lm_forward` sums the blocks' aux losses (``LMCache.aux_loss``), :func:`lm_loss` adds
+  the sum to the cross-entropy and :func:`lm_loss_and_grads` sends ``daux = 1`` back to each.
 
-Registered here: ``"gla"`` (``ref.models.gla``), ``"retnet"`` (``ref.models.retnet``) and
+Registered here: ``"gla"`` (``ref.models.gla``), ``"retnet"`` (``ref.models.retnet``),
 ``"linear"``, plain linear attention: the GLA block whose layer has neither the forget gate nor the
-output gate. Another mixer (softmax attention, MoM, Mamba, ...) plugs in with
-``register_block("attention", init, forward, backward, step)``.
+output gate, ``"mom"`` (``ref.models.mom``, with its load-balancing loss), ``"mamba"``
+(``ref.models.mamba``), and softmax attention: ``"llama"`` (RoPE, GQA, SwiGLU) and ``"gpt2"``
+(``ref.models.transformer``). Another mixer plugs in with ``register_block(name, init, forward,
+backward, step)``.
 
 Parameters::
 
@@ -55,7 +62,19 @@ from ref.models.gla import (
     init_gla_block,
     normal,
 )
+from ref.models.mamba import init_mamba_block, mamba_block, mamba_block_backward, mamba_block_step
+from ref.models.mom import init_mom_block, mom_block, mom_block_backward, mom_block_step
 from ref.models.retnet import init_retnet_block, retnet_block, retnet_block_backward, retnet_block_step
+from ref.models.transformer import (
+    gpt2_block,
+    gpt2_block_backward,
+    gpt2_block_step,
+    init_gpt2_block,
+    init_llama_block,
+    llama_block,
+    llama_block_backward,
+    llama_block_step,
+)
 from ref.nn import (
     _validate,
     cross_entropy,
@@ -71,6 +90,7 @@ from ref.nn import (
 __all__ = [
     "BlockSpec",
     "BLOCKS",
+    "LMCache",
     "register_block",
     "init_linear_block",
     "init_lm",
@@ -93,13 +113,17 @@ class BlockSpec(NamedTuple):
     forward: Callable
     backward: Callable
     step: Callable | None = None
+    aux_loss: bool = False
 
 
 BLOCKS: dict[str, BlockSpec] = {}
 
 
-def register_block(name: str, init, forward, backward, step=None, *, replace: bool = False) -> BlockSpec:
-    """Make a block kind available to :func:`init_lm` and :func:`lm_forward` as ``name``."""
+def register_block(
+    name: str, init, forward, backward, step=None, *, aux_loss: bool = False, replace: bool = False
+) -> BlockSpec:
+    """Make a block kind available to :func:`init_lm` and :func:`lm_forward` as ``name``;
+    ``aux_loss=True`` for a block whose forward also returns an auxiliary loss (module docstring)."""
     if not isinstance(name, str) or not name or "/" in name:
         raise ValueError(f"name: expected a non-empty string without '/' (it becomes a parameter path), got {name!r}")
     for role, fn in (("init", init), ("forward", forward), ("backward", backward)):
@@ -107,9 +131,11 @@ def register_block(name: str, init, forward, backward, step=None, *, replace: bo
             raise ValueError(f"{role}: expected a callable, got {fn!r}")
     if step is not None and not callable(step):
         raise ValueError(f"step: expected a callable or None, got {step!r}")
+    if not isinstance(aux_loss, bool):
+        raise ValueError(f"aux_loss: expected True or False, got {aux_loss!r}")
     if name in BLOCKS and not replace:
         raise ValueError(f"name: block {name!r} is already registered (pass replace=True to override it)")
-    BLOCKS[name] = BlockSpec(init, forward, backward, step)
+    BLOCKS[name] = BlockSpec(init, forward, backward, step, aux_loss)
     return BLOCKS[name]
 
 
@@ -122,6 +148,13 @@ def init_linear_block(rng: np.random.Generator, D: int, num_heads: int = 4, **kw
 register_block("gla", init_gla_block, gla_block, gla_block_backward, gla_block_step)
 register_block("retnet", init_retnet_block, retnet_block, retnet_block_backward, retnet_block_step)
 register_block("linear", init_linear_block, gla_block, gla_block_backward, gla_block_step)
+register_block("mom", init_mom_block, mom_block, mom_block_backward, mom_block_step, aux_loss=True)
+# softmax attention: "llama" carries its positions by RoPE; "gpt2" here has none (its learned
+# positions live in ref.models.transformer's GPT-2 LM), so use it only where position comes from
+# content or from other blocks
+register_block("mamba", init_mamba_block, mamba_block, mamba_block_backward, mamba_block_step)
+register_block("llama", init_llama_block, llama_block, llama_block_backward, llama_block_step)
+register_block("gpt2", init_gpt2_block, gpt2_block, gpt2_block_backward, gpt2_block_step)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -211,26 +244,49 @@ def _head(params, n):
     return linear(n, W)
 
 
+class LMCache(NamedTuple):
+    """What :func:`lm_forward` keeps for :func:`lm_backward`; ``aux_loss`` is the sum of the
+    auxiliary losses of the blocks that have one (0.0 when none does)."""
+
+    embed: tuple
+    blocks: list
+    norm: tuple
+    head: tuple
+    shape: tuple
+    dtype: np.dtype
+    aux_loss: float = 0.0
+
+
 def lm_forward(params: dict, tokens: np.ndarray, **block_options):
     """Logits (B, T, vocab) for token ids (B, T). ``block_options`` go to every block's forward
-    (e.g. ``mode="recurrent"``, ``chunk_size=16``). Returns ``(logits, cache)``."""
+    (e.g. ``mode="recurrent"``, ``chunk_size=16``). Returns ``(logits, cache)``; the blocks'
+    auxiliary losses, summed, are ``cache.aux_loss``."""
     _check_lm(params)
     tokens = _check_tokens(tokens)
     h, c_embed = embedding(tokens, params["embed"])  # (B, T, D)
     c_blocks = []
+    aux_loss = 0.0
     for i, entry in enumerate(params["blocks"]):
         kind = _block_kind(entry, i)
-        h, c = BLOCKS[kind].forward(entry[kind], h, **block_options)  # (B, T, D)
+        if BLOCKS[kind].aux_loss:
+            h, aux, c = BLOCKS[kind].forward(entry[kind], h, **block_options)  # (B, T, D), a float
+            aux_loss += float(aux)
+        else:
+            h, c = BLOCKS[kind].forward(entry[kind], h, **block_options)  # (B, T, D)
         c_blocks.append(c)
     n, c_norm = rms_norm(h, params["norm"]["weight"], eps=NORM_EPS)
     logits, c_head = _head(params, n)  # (B, T, vocab)
-    return logits, (c_embed, c_blocks, c_norm, c_head, logits.shape, logits.dtype)
+    return logits, LMCache(c_embed, c_blocks, c_norm, c_head, logits.shape, logits.dtype, aux_loss)
 
 
-def lm_backward(params: dict, cache, dlogits: np.ndarray) -> dict:
-    """Gradients of every parameter, a tree shaped like ``params`` (the token ids get none)."""
-    c_embed, c_blocks, c_norm, c_head, shape, dtype = cache
+def lm_backward(params: dict, cache, dlogits: np.ndarray, daux=None) -> dict:
+    """Gradients of every parameter, a tree shaped like ``params`` (the token ids get none), from
+    dlogits and ``daux``, the gradient of ``cache.aux_loss`` (None: 0, the logits' gradient alone)."""
+    c_embed, c_blocks, c_norm, c_head, shape, dtype, _ = cache
     dlogits = _validate.cotangent(dlogits, "dlogits", shape, dtype, "(B, T, vocab)")
+    if isinstance(daux, np.ndarray) and daux.shape == ():
+        daux = daux.item()
+    daux = None if daux is None else _validate.real(daux, "daux")
     g = {}
     dn, dW_head, _ = linear_backward(dlogits, c_head)  # dW_head (D, vocab)
     dh, dw = rms_norm_backward(dn, c_norm)
@@ -238,7 +294,10 @@ def lm_backward(params: dict, cache, dlogits: np.ndarray) -> dict:
     g["blocks"] = [None] * len(c_blocks)
     for i in range(len(c_blocks) - 1, -1, -1):
         (kind,) = params["blocks"][i]
-        dh, grads = BLOCKS[kind].backward(params["blocks"][i][kind], c_blocks[i], dh)
+        if BLOCKS[kind].aux_loss:  # the sum sends daux to every block's aux loss
+            dh, grads = BLOCKS[kind].backward(params["blocks"][i][kind], c_blocks[i], dh, daux)
+        else:
+            dh, grads = BLOCKS[kind].backward(params["blocks"][i][kind], c_blocks[i], dh)
         g["blocks"][i] = {kind: grads}
     _, dembed = embedding_backward(dh, c_embed)
     if "head" in params:
@@ -271,10 +330,13 @@ def _unpack_batch(batch):
 
 
 def lm_loss(params: dict, batch, **block_options):
-    """Mean next-token cross-entropy over the masked positions. Returns ``(loss, cache)``."""
+    """Mean next-token cross-entropy over the masked positions, plus the blocks' auxiliary losses
+    (``c_model.aux_loss``; none for most blocks). Returns ``(loss, cache)``."""
     inputs, targets = _unpack_batch(batch)
     logits, c_model = lm_forward(params, inputs, **block_options)
     loss, c_loss = cross_entropy(logits, targets, ignore_index=IGNORE_INDEX)
+    if c_model.aux_loss:
+        loss = np.asarray(loss + c_model.aux_loss, dtype=loss.dtype)  # a 0-d array, as the cross-entropy
     return loss, (c_model, c_loss)
 
 
@@ -282,7 +344,7 @@ def lm_loss_and_grads(params: dict, batch, rng: np.random.Generator | None = Non
     """``(loss, grads)`` for ``ref.train.train``; ``rng`` is unused (the model has no dropout)."""
     loss, (c_model, c_loss) = lm_loss(params, batch, **block_options)
     dlogits, _ = cross_entropy_backward(1.0, c_loss)
-    return float(loss), lm_backward(params, c_model, dlogits)
+    return float(loss), lm_backward(params, c_model, dlogits, daux=1.0)
 
 
 def lm_decode(params: dict, tokens: np.ndarray, states: list | None = None, **step_options):

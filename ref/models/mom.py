@@ -56,19 +56,39 @@ RMSNorm over each head's values: fla/layers/mom_gated_deltanet.py (commit
 3edf67b536f567081cb27956db950f2da16c191b). Differences: the memory update is linear attention or
 scalar-gated GLA, not the gated delta rule of the main configuration; the gates (5) are one per
 head (as simple GLA) from a full-rank map, where mom_gla.py has one per key dim from a rank-16 map
-(the same logsigmoid / 16); no short convolution, feature map or output gate; no capacity limit
-(the official code drops a memory's earliest tokens beyond ceil(T / top_k) at capacity 1.0).
+(the same logsigmoid / 16); no feature map or output gate; no capacity limit (the official code
+drops a memory's earliest tokens beyond ceil(T / top_k) at capacity 1.0); the short convolution
+is optional and sits in the block, before the layer (13), where the official MoM Gated DeltaNet
+convolves q, k and v inside the layer.
+
+The block (``init_mom_block``, ``mom_block``, ``mom_block_backward``, ``mom_block_step``): pre-norm
+residual MoM layer and SwiGLU MLP (12), with the optional short convolution (13); registered in
+``ref.models.lm`` as ``"mom"``, whose forward also returns the balance loss (10) for the
+language model to add to its loss. ``num_memories=1, shared=False`` is plain linear attention.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from ref import checks
 from ref.mixers.mom import FORMS
+from ref.models.gla import (
+    BLOCK_NORM_EPS,
+    check_cotangent,
+    check_dtype,
+    check_rng,
+    init_swiglu,
+    split_heads,
+    swiglu,
+    swiglu_backward,
+)
 from ref.nn import (
+    causal_conv1d,
+    causal_conv1d_backward,
     linear,
     linear_backward,
     logsigmoid,
@@ -89,6 +109,13 @@ __all__ = [
     "route_backward",
     "load_balancing_loss",
     "load_balancing_loss_backward",
+    "init_mom_block",
+    "MoMBlockCache",
+    "MoMLayerCache",
+    "mom_block",
+    "mom_block_backward",
+    "mom_block_step",
+    "default_top_k",
     "GATE_NORMALIZER",
     "AUX_LOSS_SCALE",
 ]
@@ -275,6 +302,16 @@ class MoMLayerCache:
     norm: tuple
     out: tuple
 
+    @property
+    def selected(self) -> np.ndarray:
+        """(B, T, M) booleans: the memories each token was routed to (2)."""
+        return self.routing[1]
+
+    @property
+    def weights(self) -> np.ndarray:
+        """(B, T, M): the renormalised routing weights w (3), 0 off the selection."""
+        return self.routing[2]
+
 
 def _project_memory(x, p, d: LayerDims):
     """(4), (5) for one memory: k (B, T, H, K), v (B, T, H, V), g (B, T, H) or None, and the caches."""
@@ -326,6 +363,13 @@ def mom_layer(
     official config). Returns ``y`` (B, T, D), ``aux_loss`` (a float; add it to the task loss)
     and the cache.
     """
+    y, aux, _, _, cache = _mom_layer(params, x, top_k, form, chunk_size, scale, aux_loss_scale, backend, None, None)
+    return y, aux, cache
+
+
+def _mom_layer(params, x, top_k, form, chunk_size, scale, aux_loss_scale, backend, h0, h0_shared):
+    """The layer from the states ``h0`` (B, M, H, K, V) and ``h0_shared`` (B, H, K, V) (None:
+    zeros). Returns ``(y, aux_loss, ht, ht_shared, cache)``."""
     d = _dims(params, x)
     top_k = _check_top_k(top_k, d.M)
     checks.one_of(form, "form", tuple(FORMS))
@@ -346,8 +390,21 @@ def mom_layer(
     if d.shared:
         k_s, v_s, g_s, shared_caches = _project_memory(x, params["shared"], d)
 
-    o, _, _, mixer_cache = mixer(
-        q, k, v, w, k_s, v_s, g, g_s, scale=scale, top_k=top_k, backend=backend, **options
+    o, ht, ht_shared, mixer_cache = mixer(
+        q,
+        k,
+        v,
+        w,
+        k_s,
+        v_s,
+        g,
+        g_s,
+        scale=scale,
+        initial_state=h0,
+        initial_state_shared=h0_shared,
+        top_k=top_k,
+        backend=backend,
+        **options,
     )  # (6): (B, T, H, V)
     n, norm_cache = rms_norm(o, params["norm"]["weight"], eps=NORM_EPS)  # (7): over V, per head
     y, out_cache = linear(n.reshape(B, T, d.H * d.V), params["o_proj"]["W"])  # (7): (B, T, D)
@@ -367,7 +424,7 @@ def mom_layer(
         norm=norm_cache,
         out=out_cache,
     )
-    return y, aux_loss_scale * balance, cache
+    return y, aux_loss_scale * balance, ht, ht_shared, cache
 
 
 def mom_layer_backward(params, cache: MoMLayerCache, dy, daux=None):
@@ -411,3 +468,178 @@ def mom_layer_backward(params, cache: MoMLayerCache, dy, daux=None):
         dx_s, grads["shared"] = _project_memory_backward(dk_s, dv_s, dg_s, cache.shared, d)
         dx = dx + dx_s
     return dx, grads
+
+
+# ----------------------------------------------------------------------------- the block
+#
+# The MoM block (pre-norm, as the official MoM models and ``ref.models.gla``):
+#
+#     h = x + MoM(RMSNorm(x)),    y = h + SwiGLU(RMSNorm(h))                             (12)
+#
+# The block hands on the layer's load-balancing loss (10): ``mom_block`` returns ``(y, aux_loss,
+# cache)`` and ``mom_block_backward(params, cache, dy, daux)`` takes its gradient. The
+# language-model scaffold (``ref.models.lm``) registers it as ``"mom"`` with ``aux_loss=True``,
+# adds every block's aux_loss to the task loss and sends daux = 1 back.
+#
+# Optionally (``conv_size=W``) a short causal depthwise convolution sits before the layer:
+#
+#     h = x + MoM(ShortConv(RMSNorm(x))),   ShortConv(z)_t = sum_{j<W} conv_w[:, j] z_{t-W+1+j}  (13)
+#
+# (``ref.nn.causal_conv1d``, no bias, PyTorch's Conv1d init U(-1/sqrt(W), 1/sqrt(W))). The official
+# MoM Gated DeltaNet convolves q, k and v (FLA's ShortConvolution, width 4: "crucial to the
+# performance"); one convolution of the layer's input, shared by the router and every projection,
+# is the simpler variant here (as Mamba convolves x before its projections). It lets a token see
+# its predecessor, which associative recall needs: the key before the value it stores.
+
+
+def default_top_k(M: int) -> int:
+    """min(2, M): the official configuration's top-2 (of 4 memories), or every memory if fewer."""
+    return min(2, M)
+
+
+def init_mom_block(
+    rng: np.random.Generator,
+    D: int,
+    num_heads: int = 1,
+    *,
+    num_memories: int = 4,
+    key_dim: int | None = None,
+    value_dim: int | None = None,
+    shared: bool = True,
+    gated: bool = False,
+    conv_size: int | None = None,
+    mlp_hidden: int | None = None,
+    dtype=np.float64,
+) -> dict:
+    """Parameters of the block (12): ``{"norm1": {"weight"}, "mixer": <MoM layer>, "norm2":
+    {"weight"}, "mlp": <SwiGLU>}``, and ``"conv": {"weight" (D, conv_size)}`` when ``conv_size``
+    is given (13).
+
+    ``num_heads`` heads; ``key_dim`` and ``value_dim`` the widths over all heads (default D/2
+    and D, as GLA's ``expand_k = 0.5``, ``expand_v = 1``), so each memory holds a
+    (key_dim / H) x (value_dim / H) state per head; ``num_memories`` routed memories (the
+    official configuration: 4); ``shared`` and ``gated`` as :func:`init_mom_layer`.
+    ``num_memories=1, shared=False`` is plain linear attention (the one memory takes every token
+    at weight 1).
+    """
+    rng, dtype = check_rng(rng), check_dtype(dtype)
+    D = checks.positive_int(D, "D")
+    key_dim = max(1, D // 2) if key_dim is None else checks.positive_int(key_dim, "key_dim")
+    value_dim = D if value_dim is None else checks.positive_int(value_dim, "value_dim")
+    K = split_heads(key_dim, num_heads, "key_dim", "key width")
+    V = split_heads(value_dim, num_heads, "value_dim", "value width")
+    M = checks.positive_int(num_memories, "num_memories")
+    W = None if conv_size is None else checks.positive_int(conv_size, "conv_size")
+    params = {"norm1": {"weight": np.ones(D, dtype)}}
+    if W is not None:
+        params["conv"] = {"weight": rng.uniform(-(W**-0.5), W**-0.5, (D, W)).astype(dtype)}  # (13)
+    params["mixer"] = init_mom_layer(rng, D, num_heads, K, V, M, default_top_k(M), shared=shared, gated=gated, dtype=dtype)
+    params["norm2"] = {"weight": np.ones(D, dtype)}
+    params["mlp"] = init_swiglu(rng, D, mlp_hidden, dtype=dtype)
+    return params
+
+
+class MoMBlockCache(NamedTuple):
+    """The block's cache; ``mixer`` is the layer's :class:`MoMLayerCache` (its ``selected`` and
+    ``weights`` are the routing of every token)."""
+
+    norm1: tuple
+    conv: tuple | None
+    mixer: MoMLayerCache
+    norm2: tuple
+    mlp: tuple
+
+
+def _check_block(params):
+    keys = {"norm1", "mixer", "norm2", "mlp"}
+    if not isinstance(params, dict) or not keys <= set(params) <= keys | {"conv"}:
+        got = sorted(params) if isinstance(params, dict) else type(params).__name__
+        raise ValueError(f"params: expected a MoM block {{'norm1', ['conv',] 'mixer', 'norm2', 'mlp'}}, got {got}")
+
+
+def _block_options(params, top_k, mode):
+    """top_k (None: :func:`default_top_k`) and the mixer's form, checked."""
+    _check_block(params)
+    try:
+        M = params["mixer"]["router"]["W"].shape[1]
+    except (KeyError, TypeError, AttributeError, IndexError):
+        raise ValueError("params/mixer: expected the tree of init_mom_layer (with router/W)") from None
+    top_k = default_top_k(M) if top_k is None else top_k
+    return _check_top_k(top_k, M), checks.one_of(mode, "mode", tuple(FORMS))
+
+
+def _mom_block(params, x, top_k, mode, chunk_size, aux_loss_scale, h0, h0_shared, conv0):
+    """The block from the mixer's states h0, h0_shared and the convolution's last inputs conv0
+    (B, W-1, D) (None: zeros). Returns ``(y, aux_loss, ht, ht_shared, conv_t, cache)``."""
+    # (12) h = x + MoM(RMSNorm(x)), (13) with the short convolution in between
+    n1, c_n1 = rms_norm(x, params["norm1"]["weight"], eps=BLOCK_NORM_EPS)
+    z, conv_t, c_conv = n1, None, None
+    if "conv" in params:
+        z, conv_t, c_conv = causal_conv1d(n1, params["conv"]["weight"], None, conv0)  # (13): (B, T, D)
+    a, aux, ht, ht_shared, c_mix = _mom_layer(
+        params["mixer"], z, top_k, mode, chunk_size, None, aux_loss_scale, "numpy", h0, h0_shared
+    )
+    h = x + a
+    # (12) y = h + SwiGLU(RMSNorm(h))
+    n2, c_n2 = rms_norm(h, params["norm2"]["weight"], eps=BLOCK_NORM_EPS)
+    m, c_mlp = swiglu(params["mlp"], n2)
+    return h + m, aux, ht, ht_shared, conv_t, MoMBlockCache(c_n1, c_conv, c_mix, c_n2, c_mlp)
+
+
+def mom_block(
+    params: dict,
+    x: np.ndarray,
+    *,
+    top_k: int | None = None,
+    mode: str = "chunked",
+    chunk_size: int = 64,
+    aux_loss_scale: float = AUX_LOSS_SCALE,
+):
+    """The MoM block (12) on x (B, T, D). ``top_k`` memories per token (None: min(2, M));
+    ``mode`` the mixer's form ("recurrent", "parallel", "chunked" or "varlen", the same
+    function; the keyword of the other blocks of ``ref.models.lm``). Returns ``(y, aux_loss,
+    cache)``: add aux_loss (a float, the load-balancing loss (10)) to the task loss."""
+    top_k, mode = _block_options(params, top_k, mode)
+    y, aux, _, _, _, cache = _mom_block(params, x, top_k, mode, chunk_size, aux_loss_scale, None, None, None)
+    return y, aux, cache
+
+
+def mom_block_backward(params: dict, cache, dy: np.ndarray, daux=None):
+    """Returns ``(dx, grads)`` from dy (B, T, D) and daux, the gradient of aux_loss (None: 0)."""
+    c_n1, c_conv, c_mix, c_n2, c_mlp = cache
+    d = c_mix.dims
+    dy = check_cotangent(dy, (d.B, d.T, d.D), c_mix.router[0].dtype)
+    # y = h + m: dh = dy + (the path through the MLP)
+    dn2, g_mlp = swiglu_backward(params["mlp"], c_mlp, dy)
+    dh_mlp, dw2 = rms_norm_backward(dn2, c_n2)
+    dh = dy + dh_mlp
+    # h = x + a: dx = dh + (the path through the layer, which also carries aux_loss's gradient)
+    dz, g_mix = mom_layer_backward(params["mixer"], c_mix, dh, daux)
+    grads = {"mixer": g_mix, "norm2": {"weight": dw2}, "mlp": g_mlp}
+    dn1 = dz
+    if c_conv is not None:  # (13)
+        dn1, dconv, _, _ = causal_conv1d_backward(dz, None, c_conv)
+        grads["conv"] = {"weight": dconv}
+    dx_mix, dw1 = rms_norm_backward(dn1, c_n1)
+    grads["norm1"] = {"weight": dw1}
+    return dh + dx_mix, {key: grads[key] for key in params}
+
+
+def mom_block_step(params: dict, x_t: np.ndarray, state: dict | None = None, *, top_k: int | None = None):
+    """Decode one token: x_t (B, D) and ``state`` = {"memories": (B, M, H, K, V), "shared":
+    (B, H, K, V) or None, "conv": (B, W-1, D) or None} (None: zeros) -> ``(y_t, state)``. Memory
+    O((M + 1) H K V + W D) whatever the length so far; equals :func:`mom_block` position by
+    position (a token's routing depends only on that position's input)."""
+    x_t = checks.float_array(x_t, "x_t", ndim=2, dims="(B, D)")
+    top_k, _ = _block_options(params, top_k, "recurrent")
+    h0 = h0_shared = conv0 = None
+    if state is not None:
+        if not isinstance(state, dict) or set(state) != {"memories", "shared", "conv"}:
+            raise ValueError(
+                f"state: expected None or the dict {{'memories', 'shared', 'conv'}} of mom_block_step, got {state!r:.80}"
+            )
+        h0, h0_shared, conv0 = state["memories"], state["shared"], state["conv"]
+    y, _, ht, ht_shared, conv_t, _ = _mom_block(
+        params, x_t[:, None, :], top_k, "recurrent", None, AUX_LOSS_SCALE, h0, h0_shared, conv0
+    )
+    return y[:, 0], {"memories": ht, "shared": ht_shared, "conv": conv_t}

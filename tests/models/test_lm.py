@@ -16,11 +16,11 @@ from ref.models.lm import (
     lm_loss_and_grads,
     register_block,
 )
-from ref.nn import cross_entropy_backward
+from ref.nn import cross_entropy_backward, gradcheck
 from ref.tasks import Batch, get_task
-from ref.train import train, tree_flatten
+from ref.train import train, tree_flatten, tree_structure, tree_unflatten
 from tests.compare import assert_within
-from tests.models.model_cases import GATE_STEPS, gradcheck_tree, randomize
+from tests.models.model_cases import GATE_STEPS, PREFIX, gradcheck_tree, randomize
 
 pytestmark = pytest.mark.gla
 
@@ -116,7 +116,7 @@ def test_decode_a_rotary_retnet(rng):
     assert np.abs(lm_forward(params, tokens)[0] - logits).max() > 1e-6
 
 
-@pytest.mark.parametrize("block", ["gla", "retnet", "linear"])
+@pytest.mark.parametrize("block", ["gla", "retnet", "linear", pytest.param("mom", marks=pytest.mark.mom)])
 def test_the_scaffold_learns_associative_recall(block):
     """300 steps of ref.train.train on MQAR (vocab 16, T 16, 2 pairs; 8 value ids: chance 1/8)."""
     task = get_task("mqar", vocab_size=16, seq_len=16, num_pairs=2)
@@ -176,11 +176,11 @@ def test_bad_inputs_name_the_argument(rng):
     with pytest.raises(ValueError, match=r"tokens: expected 2 axes \(B, T\)"):
         lm_forward(params, tokens[0])
     with pytest.raises(ValueError, match="block: expected one of"):
-        init_lm(rng, 5, 8, 1, "mamba")
+        init_lm(rng, 5, 8, 1, "nope")
     with pytest.raises(ValueError, match="block: expected a block name or a list of n_layers = 2 names"):
         init_lm(rng, 5, 8, 2, ["gla"])
-    with pytest.raises(ValueError, match="params/blocks/0: unknown block kind 'mamba'"):
-        lm_forward({**params, "blocks": [{"mamba": {}}]}, tokens)
+    with pytest.raises(ValueError, match="params/blocks/0: unknown block kind 'nope'"):
+        lm_forward({**params, "blocks": [{"nope": {}}]}, tokens)
     with pytest.raises(ValueError, match="params/blocks/0: expected a one-key dict"):
         lm_forward({**params, "blocks": [params["blocks"][0]["gla"]]}, tokens)
     with pytest.raises(ValueError, match="batch: expected a ref.tasks.Batch or a tuple"):
@@ -194,3 +194,124 @@ def test_bad_inputs_name_the_argument(rng):
         lm_backward(params, cache, logits[:, :3])
     with pytest.raises(ValueError, match="states: expected None or a list of 1 block states"):
         lm_decode(params, tokens, states=[None, None])
+
+
+# ------------------------------------------------------------------------------------------------
+# blocks with an auxiliary loss: MoM's load-balancing loss
+
+
+def _min_router_gap(cache) -> float:
+    """The smallest gap, over the MoM blocks' tokens, between the top_k-th and the next router
+    logit: a finite-difference step must not change a selection."""
+    gap = np.inf
+    for c in cache.blocks:
+        if hasattr(c, "mixer") and hasattr(c.mixer, "selected"):
+            x, W, _ = c.mixer.router
+            logits = np.sort(x @ W, axis=-1)[..., ::-1]
+            k = int(c.mixer.selected[0, 0].sum())
+            if k < logits.shape[-1]:
+                gap = min(gap, float((logits[..., k - 1] - logits[..., k]).min()))
+    return gap
+
+
+def mom_stack(rng, blocks, tokens_shape, vocab=5, tied=False, min_gap=0.05):
+    """A randomized stack with MoM blocks and token ids, redrawn until no routing is near a tie."""
+    for _ in range(100):
+        params = randomize(
+            init_lm(
+                rng,
+                vocab,
+                4,
+                len(blocks),
+                blocks,
+                tied=tied,
+                num_heads=1,
+                mlp_hidden=3,
+                per_block={"mom": {"num_memories": 3, "key_dim": 2, "value_dim": 4, "conv_size": 2}},
+            ),
+            rng,
+        )
+        tokens = rng.integers(0, vocab, tokens_shape)
+        if _min_router_gap(lm_forward(params, tokens)[1]) > min_gap:
+            return params, tokens
+    raise AssertionError("no draw without a near-tie in 100 tries")
+
+
+@pytest.mark.mom
+@pytest.mark.parametrize("blocks, tied", [(["mom", "gla"], False), (["mom", "mom"], True)])
+def test_gradcheck_a_stack_with_mom_blocks_and_their_aux_loss(rng, blocks, tied):
+    """Every parameter, against finite differences of <logits, dlogits> + daux * aux_loss."""
+    params, tokens = mom_stack(rng, blocks, (2, 5), tied=tied)
+    structure = tree_structure(params)
+    inputs = {PREFIX + path: leaf for path, leaf in tree_flatten(params).items()}
+
+    def fwd(**arrays):
+        p = tree_unflatten({k[len(PREFIX) :]: v for k, v in arrays.items()}, structure)
+        logits, cache = lm_forward(p, tokens, chunk_size=3)
+        return logits, np.asarray(cache.aux_loss), (p, cache)
+
+    def bwd(dlogits, daux, cache):
+        p, c = cache
+        grads = lm_backward(p, c, dlogits, daux)
+        return {PREFIX + k: g for k, g in tree_flatten(grads).items()}
+
+    steps = {"W_a1": 1e-5, "W_a2": 1e-5, "b_a": 1e-5}  # as GATE_STEPS: the GLA gate's small gradients
+    for eps, wrt in (
+        (1e-6, [k for k in inputs if k.rsplit("/", 1)[-1] not in steps]),
+        (1e-5, [k for k in inputs if k.rsplit("/", 1)[-1] in steps]),
+    ):
+        if wrt:
+            gradcheck(fwd, bwd, inputs, wrt=wrt, eps=eps, rtol=MODEL_RTOL, rng=np.random.default_rng(5), name="lm")
+
+
+@pytest.mark.mom
+def test_the_loss_includes_the_aux_loss_and_its_gradient(rng):
+    params, _ = mom_stack(rng, ["mom", "gla"], (2, 5), vocab=6)
+    batch = Batch(rng.integers(0, 6, (2, 5)), rng.integers(0, 6, (2, 5)), rng.random((2, 5)) < 0.6)
+    batch.loss_mask[:, -1] = True
+    logits, cache = lm_forward(params, batch.inputs)
+    assert 0 < cache.aux_loss < 1  # 0.01 * M^2 mean f P, between 0.01 * top_k and 0.01 * M
+
+    def loss(p, inputs):
+        return lm_loss(p, Batch(inputs, batch.targets, batch.loss_mask))
+
+    def loss_backward(p, cache, dloss):
+        c_model, c_loss = cache
+        return lm_backward(p, c_model, cross_entropy_backward(dloss, c_loss)[0], daux=dloss)
+
+    gradcheck_tree(
+        loss, loss_backward, params, {"inputs": batch.inputs}, rng=rng, name="loss", returns_dx=False, steps=GATE_STEPS, rtol=MODEL_RTOL
+    )
+    value, grads = lm_loss_and_grads(params, batch, rng)
+    ce = float(lm_loss(params, Batch(batch.inputs, batch.targets, batch.loss_mask))[0]) - cache.aux_loss
+    assert value == pytest.approx(ce + cache.aux_loss, rel=1e-12)
+    # without daux the gradient is that of the logits alone: the router's gradients differ
+    c_loss = lm_loss(params, batch)[1]
+    plain = lm_backward(params, c_loss[0], cross_entropy_backward(1.0, c_loss[1])[0])
+    router = "blocks/0/mom/mixer/router/W"
+    assert not np.allclose(tree_flatten(plain)[router], tree_flatten(grads)[router])
+
+
+@pytest.mark.mom
+def test_decode_a_stack_with_mom_blocks(rng):
+    params, tokens = mom_stack(rng, ["mom", "gla", "mom"], (2, 8), vocab=7)
+    logits, _ = lm_forward(params, tokens, chunk_size=3)
+    assert_within("decode", lm_decode(params, tokens)[0], logits, 1e-12)
+    first, states = lm_decode(params, tokens[:, :3])
+    rest, _ = lm_decode(params, tokens[:, 3:], states)
+    assert_within("resumed", np.concatenate([first, rest], axis=1), logits, 1e-12)
+    for mode in ("recurrent", "parallel"):
+        assert_within(mode, lm_forward(params, tokens, mode=mode)[0], logits, 1e-12)
+
+
+def test_blocks_without_aux_loss_are_unchanged(rng):
+    """The registry's default is aux_loss=False (the 4-field BlockSpec still works), the cache's
+    aux_loss is 0 for such stacks and the loss is the cross-entropy alone."""
+    assert BlockSpec(len, len, len).aux_loss is False and BLOCKS["mom"].aux_loss is True
+    assert not any(BLOCKS[k].aux_loss for k in ("gla", "retnet", "linear"))
+    params = init_lm(rng, 5, 8, 1, "gla", num_heads=2)
+    tokens = rng.integers(0, 5, (2, 4))
+    _, cache = lm_forward(params, tokens)
+    assert cache.aux_loss == 0.0
+    with pytest.raises(ValueError, match="aux_loss: expected True or False, got 1"):
+        register_block("other", len, len, len, aux_loss=1)

@@ -7,8 +7,12 @@ import pytest
 
 from ref.mixers.mom import FORMS
 from ref.models.mom import (
+    init_mom_block,
     init_mom_layer,
     load_balancing_loss,
+    mom_block,
+    mom_block_backward,
+    mom_block_step,
     mom_layer,
     mom_layer_backward,
     route,
@@ -202,3 +206,140 @@ def test_bad_input(rng):
         mom_layer_backward(params, cache, y[:, :4], 1.0)
     with pytest.raises(ValueError, match="daux: expected a finite real number"):
         mom_layer_backward(params, cache, y, float("nan"))
+
+
+# ----------------------------------------------------------------------------- the block
+
+
+def _router_gap(cache, top_k):
+    """The smallest gap between the top_k-th and the next router logit over all tokens of a
+    MoM layer's cache (inf when every memory is selected)."""
+    x, W, _ = cache.router
+    logits = np.sort(x @ W, axis=-1)[..., ::-1]
+    return np.inf if top_k == logits.shape[-1] else float((logits[..., top_k - 1] - logits[..., top_k]).min())
+
+
+def random_block(rng, B, T, D, top_k, *, min_gap=0.05, **init):
+    """A block with every leaf redrawn (std 1/sqrt(rows) for matrices, 0.5 for vectors) and an x,
+    redrawn until no token is within ``min_gap`` of a tie in its top_k selection."""
+    for _ in range(100):
+        params = init_mom_block(rng, D, **init)
+        params = tree_map(
+            lambda a: (1 / np.sqrt(a.shape[0]) if a.ndim == 2 else 0.5) * rng.standard_normal(a.shape), params
+        )
+        x = rng.standard_normal((B, T, D))
+        _, _, cache = mom_block(params, x, top_k=top_k, mode="recurrent")
+        if _router_gap(cache.mixer, top_k) > min_gap:
+            return params, x
+    raise AssertionError("no draw without a near-tie in 100 tries")
+
+
+def gradcheck_block(params, x, *, rng, name, **options):
+    """``gradcheck`` of the block's (y, aux_loss) with random cotangents (dy, daux)."""
+    structure = tree_structure(params)
+    inputs = {"x": x, **{PREFIX + p: leaf for p, leaf in tree_flatten(params).items()}}
+
+    def fwd(**arrays):
+        p = tree_unflatten({k[len(PREFIX) :]: v for k, v in arrays.items() if k != "x"}, structure)
+        y, aux, cache = mom_block(p, arrays["x"], **options)
+        return y, np.asarray(aux), (p, cache)
+
+    def bwd(dy, daux, cache):
+        p, c = cache
+        dx, grads = mom_block_backward(p, c, dy, daux)
+        assert tree_structure(grads) == structure, "grads are not shaped like params"
+        return {"x": dx, **{PREFIX + k: g for k, g in tree_flatten(grads).items()}}
+
+    return gradcheck(fwd, bwd, inputs, rng=rng, name=name)
+
+
+@pytest.mark.parametrize(
+    "mode, conv_size, shared, gated, top_k",
+    [
+        ("recurrent", 3, True, False, 2),
+        ("chunked", None, True, True, 1),
+        ("varlen", 2, False, True, 2),
+        ("parallel", 4, False, False, 3),
+    ],
+)
+def test_block_finite_differences(mode, conv_size, shared, gated, top_k, rng):
+    """Every parameter of the block (12)-(13), x, and the balance loss's path (daux random)."""
+    B, T, D = 2, 5, 4
+    init = dict(num_heads=2, num_memories=3, key_dim=4, value_dim=6, shared=shared, gated=gated, conv_size=conv_size, mlp_hidden=5)
+    params, x = random_block(rng, B, T, D, top_k, **init)
+    assert ("conv" in params) == (conv_size is not None)
+    options = dict(top_k=top_k, mode=mode, chunk_size=2, aux_loss_scale=0.5)
+    gradcheck_block(params, x, rng=rng, name=f"mom_block[{mode}]", **options)
+
+
+def test_block_without_mixture_is_linear_attention(rng):
+    """num_memories=1, shared=False: the one memory takes every token at weight 1, so the block is
+    pre-norm linear attention (o_t = K^-1/2 q_t sum_s k_s^T v_s) and the balance loss a constant."""
+    D, T = 6, 7
+    params = init_mom_block(rng, D, 1, num_memories=1, key_dim=3, value_dim=4, shared=False)
+    x = rng.standard_normal((2, T, D))
+    y, aux, _ = mom_block(params, x)
+    assert aux == pytest.approx(0.01)  # M^2 f P with M = 1, f = P = 1, times 0.01
+    mix = params["mixer"]
+    n = x / np.sqrt((x**2).mean(-1, keepdims=True) + 1e-6) * params["norm1"]["weight"]
+    q, k, v = n @ mix["q_proj"]["W"], n @ mix["memories"][0]["k_proj"]["W"], n @ mix["memories"][0]["v_proj"]["W"]
+    scores = np.einsum("btk,bsk->bts", q, k) * 3**-0.5 * np.tril(np.ones((T, T)))
+    o = scores @ v  # (B, T, V): causal linear attention
+    o = o / np.sqrt((o**2).mean(-1, keepdims=True) + 1e-6) * mix["norm"]["weight"]
+    h = x + o @ mix["o_proj"]["W"]
+    want = h + mlp_reference(params, h)
+    np.testing.assert_allclose(y, want, atol=1e-12)
+
+
+def mlp_reference(params, h):
+    n = h / np.sqrt((h**2).mean(-1, keepdims=True) + 1e-6) * params["norm2"]["weight"]
+    a = n @ params["mlp"]["W_gate"]
+    return (a / (1 + np.exp(-a)) * (n @ params["mlp"]["W_up"])) @ params["mlp"]["W_down"]
+
+
+@pytest.mark.parametrize("conv_size, shared, gated", [(4, True, True), (None, False, False)])
+def test_block_forms_agree_and_decode_equals_forward(conv_size, shared, gated, rng):
+    params = init_mom_block(rng, 6, 2, num_memories=4, key_dim=4, value_dim=6, shared=shared, gated=gated, conv_size=conv_size)
+    params = tree_map(lambda a: a + 0.3 * rng.standard_normal(a.shape), params)
+    x = rng.standard_normal((2, 9, 6))
+    y, aux, _ = mom_block(params, x, mode="recurrent")
+    for mode in ("parallel", "chunked", "varlen"):
+        y2, aux2, _ = mom_block(params, x, mode=mode, chunk_size=4)
+        np.testing.assert_allclose(y2, y, atol=1e-12, err_msg=mode)
+        assert aux2 == pytest.approx(aux, rel=1e-14)
+    state, steps = None, []
+    for t in range(x.shape[1]):
+        y_t, state = mom_block_step(params, x[:, t], state)
+        steps.append(y_t)
+    np.testing.assert_allclose(np.stack(steps, axis=1), y, atol=1e-12)
+    assert state["memories"].shape == (2, 4, 2, 2, 3) and (state["shared"] is None) is not shared
+    assert (state["conv"] is None) is (conv_size is None)
+
+
+def test_block_default_top_k_is_the_official_two(rng):
+    params = init_mom_block(rng, 4, 1, num_memories=4, key_dim=2, value_dim=4)
+    x = rng.standard_normal((1, 6, 4))
+    _, _, cache = mom_block(params, x)
+    assert (cache.mixer.selected.sum(-1) == 2).all()  # the selection: top-2 of 4
+    _, _, cache = mom_block(init_mom_block(rng, 4, 1, num_memories=1, key_dim=2, value_dim=4), x)
+    assert (cache.mixer.selected.sum(-1) == 1).all()  # one memory: top-1
+
+
+def test_block_bad_input(rng):
+    params = init_mom_block(rng, 4, 1, num_memories=3, key_dim=2, value_dim=4, conv_size=2)
+    x = rng.standard_normal((1, 5, 4))
+    with pytest.raises(ValueError, match=r"top_k: expected an integer in \[1, M\] = \[1, 3\], got 4"):
+        mom_block(params, x, top_k=4)
+    with pytest.raises(ValueError, match="mode: expected one of 'recurrent', 'parallel', 'chunked', 'varlen'"):
+        mom_block(params, x, mode="fused")
+    with pytest.raises(ValueError, match="params: expected a MoM block"):
+        mom_block({**params, "extra": {}}, x)
+    with pytest.raises(ValueError, match="num_heads: expected a divisor of the key width key_dim = 2"):
+        init_mom_block(rng, 4, 3, key_dim=2, value_dim=6)
+    with pytest.raises(ValueError, match="conv_size: expected an integer >= 1, got 0"):
+        init_mom_block(rng, 4, 1, conv_size=0)
+    y, aux, cache = mom_block(params, x)
+    with pytest.raises(ValueError, match=r"dy: expected shape \(B, T, D\)"):
+        mom_block_backward(params, cache, y[:, :3], 1.0)
+    with pytest.raises(ValueError, match="state: expected None or the dict"):
+        mom_block_step(params, x[:, 0], {"memories": None})
