@@ -21,7 +21,7 @@ The backward of a linear recurrence is the same recurrence run in reverse time:
 """
 
 from ref.mixers.linear_scan.chunked import linear_scan_chunked, linear_scan_chunked_backward
-from ref.mixers.linear_scan.parallel import linear_scan_parallel, linear_scan_parallel_backward
+from ref.mixers.linear_scan.parallel import associative_scan, linear_scan_parallel, linear_scan_parallel_backward
 from ref.mixers.linear_scan.recurrent import linear_scan_recurrent, linear_scan_recurrent_backward
 
 FORMS = {
@@ -32,6 +32,7 @@ FORMS = {
 
 __all__ = [
     "FORMS",
+    "associative_scan",
     "linear_scan_recurrent",
     "linear_scan_recurrent_backward",
     "linear_scan_parallel",

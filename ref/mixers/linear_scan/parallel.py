@@ -53,6 +53,17 @@ def _hillis_steele(a, b, initial_state):
     return Bv
 
 
+def associative_scan(a, b, initial_state=None):
+    """All prefixes of (1) for any numeric dtype (complex included), without input validation.
+
+    ``a``, ``b`` (B, T, D) and ``initial_state`` (B, D) or None; returns h (B, T, D). The public
+    building block for scans whose coefficients the real-valued ``linear_scan_*`` refuse, e.g. the
+    complex diagonal states of S5 / ConvS5. Its backward is itself run on reversed inputs (see
+    ``linear_scan_parallel_backward``).
+    """
+    return _hillis_steele(a, b, initial_state)
+
+
 def linear_scan_parallel(a, b, initial_state=None):
     """h_t = a_t h_{t-1} + b_t by a log-depth associative scan. Returns ``h, ht, cache``."""
     a, b, initial_state = check_inputs(a, b, initial_state)
