@@ -3,8 +3,11 @@ pairs over a nested dict of parameters.
 
 * ``gla``: the GLA layer and block (Gated Linear Attention Transformers).
 * ``retnet``: multi-scale retention and the RetNet block.
-* ``vir``: ViR, a retention vision backbone with the class token last.
+* ``vir``: ViR (retention, class token last) and its ViT baseline (softmax attention, same backbone).
 * ``lightnet``: LightNet's layer, block and 2-D classifier with MD-TPE and MD-LRPE.
+* ``multiscan``: GLA along several scan orders of a grid (LightNet's multiplicative-decay baseline).
+* ``transformer``: GPT-2 and Llama-style blocks, a decoder LM with KV-cache generation, an encoder.
+* ``mamba``: the Mamba layer and block with its decode step.
 * ``mom``: the MoM layer (routed and shared memories, load-balancing loss).
 * ``lm``: a small decoder-only language model whose blocks are chosen from a registry.
 
