@@ -6,10 +6,13 @@
     python -m ref figures [--quick] [--out DIR] [--only SLUG ...]
     python -m ref golden list
     python -m ref golden run OP --inputs IN.npz --out OUT.npz
+    python -m ref golden export OP|all --out DIR [--dtype float64] [--seed 0]
+    python -m ref golden check BUNDLE (--impl module:function | --outputs OUTDIR) [--dtype D] [--quiet]
     python -m ref bench NAME [--smoke] [--out DIR]
 
-Bad input (an unknown op or lesson, a missing or malformed array) prints ``error: ...`` naming
-the argument and exits with code 2; a failing lesson or benchmark exits with code 1.
+Bad input (an unknown op or lesson, a missing or malformed array, a damaged golden bundle) prints
+``error: ...`` naming the argument and exits with code 2; a failing lesson, benchmark or golden
+check exits with code 1.
 """
 
 from __future__ import annotations
@@ -68,15 +71,31 @@ def _golden(args) -> int:
     if args.action == "list":
         for op in golden.OPS.values():
             ins = ", ".join(f"{t.name}{'?' if t.optional else ''} {t.shape}" for t in op.inputs)
-            outs = ", ".join(
-                f"{t.name} {t.shape}" + (f" [when {t.when}]" if getattr(t, "when", None) else "") for t in op.outputs
-            )
+            outs = ", ".join(f"{t.name} {t.shape}" + (f" [when {t.when}]" if t.when else "") for t in op.outputs)
             grads = ", ".join("d" + n for n in op.grad_inputs)
-            print(f"{op.name}\n  mirrors: {op.mirrors}\n  layout:  {op.layout}\n  inputs:  {ins}")
+            print(f"{op.name}\n  reference: {op.reference}\n  mirrors: {op.mirrors}\n  layout:  {op.layout}")
+            if op.state_layout:
+                print(f"  state:   {op.state_layout}")
+            print(f"  inputs:  {ins}")
             if op.options:
                 print("  options: " + ", ".join(f"{o.name}={o.default!r}" for o in op.options))
             print(f"  outputs: {outs}\n  grads:   {grads} (given cotangents d<output>)")
         return 0
+    if args.action == "export":
+        from ref.golden import bundle
+
+        names = list(golden.OPS) if args.op == "all" else [golden.get(args.op).name]
+        for name in names:
+            path = bundle.export(name, args.out, dtype=args.dtype, seed=args.seed)
+            print(f"wrote {path} ({len(list(path.glob('*.npz')))} cases, {args.dtype})")
+        return 0
+    if args.action == "check":
+        from ref.golden import check
+
+        impl = check.load_impl(args.impl) if args.impl else None
+        results = check.check_bundle(args.bundle, impl=impl, outputs=args.outputs, dtype=args.dtype)
+        print(check.format_report(results, verbose=not args.quiet))
+        return 0 if all(r.ok for r in results) else 1
     golden.get(args.op)  # an unknown op fails before any file is read
     arrays = load_npz(args.inputs, what="--inputs")
     result = golden.run(args.op, arrays)
@@ -129,6 +148,21 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument("op")
     gr.add_argument("--inputs", type=Path, required=True)
     gr.add_argument("--out", type=Path, required=True)
+    dtypes = ("float64", "float32", "float16", "bfloat16")  # ref.golden.tolerance.DTYPES, not imported here (slow)
+    ge = gsub.add_parser("export", help="write golden bundles: cases, outputs, gradients, manifest")
+    ge.add_argument("op", help="an op from 'golden list', or all")
+    ge.add_argument("--out", type=Path, required=True, help="folder; each op's bundle goes to OUT/<op>/")
+    ge.add_argument("--dtype", choices=dtypes, default="float64",
+                    help="round inputs and cotangents to this dtype (outputs and gradients stay float64)")
+    ge.add_argument("--seed", type=int, default=0)
+    gc = gsub.add_parser("check", help="check an implementation against golden bundles")
+    gc.add_argument("bundle", type=Path, help="a bundle folder (OUT/<op>) or a folder of them (OUT)")
+    how = gc.add_mutually_exclusive_group(required=True)
+    how.add_argument("--impl", help="module:function taking (op, arrays) and returning outputs and gradients")
+    how.add_argument("--outputs", type=Path, help="folder of result files, one <case>.npz per case file")
+    gc.add_argument("--dtype", choices=dtypes, default=None,
+                    help="tolerances for this dtype (default: the dtype the bundle was exported in)")
+    gc.add_argument("--quiet", action="store_true", help="list failing tensors only")
     sp.set_defaults(fn=_golden)
 
     sp = sub.add_parser("bench", help="benchmarks")

@@ -107,5 +107,7 @@ def test_cli_errors_exit_with_code_2(tmp_path, rng):
 def test_cli_golden_list_and_papers():
     proc = _cli("golden", "list")
     assert proc.returncode == 0 and "linear_scan" in proc.stdout and "dinitial_state" in proc.stdout
+    for op in golden.OPS.values():  # every op with the reference it mirrors
+        assert f"{op.name}\n  reference: {op.reference}\n" in proc.stdout
     proc = _cli("papers")
     assert proc.returncode == 0 and len(proc.stdout.strip().splitlines()) == 71  # header + 70 rows

@@ -11,7 +11,10 @@ t (top-left) while ``ref.mixers.attention`` aligns the last query with the last 
 Computed by ``ref.mixers.attention.attention_parallel`` in float64.
 """
 
+import numpy as np
+
 from ref import checks
+from ref.golden.cases import Case, option
 from ref.golden.registry import GoldenOp, Option, Tensor, register
 from ref.mixers.attention import attention_parallel, attention_parallel_backward
 
@@ -40,6 +43,37 @@ def _forward(inputs, options):
     return {"o": o}, backward
 
 
+def cases(rng):
+    """T = 1, 63, 500; K, V not powers of two; GQA and not; causal, bidirectional, sliding window;
+    default and explicit scale. (No decays and no state: softmax attention has neither.)"""
+    plan = [  # name, B, T, HQ, H, K, V, causal, window_size, scale
+        ("T1", 2, 1, 4, 2, 5, 6, True, None, None),
+        ("T63_gqa", 2, 63, 6, 3, 12, 10, True, None, None),
+        ("T63_bidirectional", 1, 63, 3, 3, 6, 5, False, None, 0.1),
+        ("T63_window16", 1, 63, 2, 1, 5, 3, True, 16, None),
+        ("T500", 1, 500, 2, 1, 3, 5, True, None, 1.0),
+    ]
+    out = []
+    for name, B, T, HQ, H, K, V, causal, window, scale in plan:
+        arrays = {"q": rng.standard_normal((B, T, HQ, K)), "k": rng.standard_normal((B, T, H, K)),
+                  "v": rng.standard_normal((B, T, H, V))}
+        arrays["causal"] = option(causal)
+        if window is not None:
+            arrays["window_size"] = option(window)
+        if scale is not None:
+            arrays["scale"] = option(scale)
+        arrays["do"] = rng.standard_normal((B, T, HQ, V))
+        s = K**-0.5 if scale is None else scale
+        k_per_q = np.repeat(arrays["k"], HQ // H, axis=2)  # (B, T, HQ, K)
+        scores = s * np.einsum("bthk,bshk->bhts", arrays["q"], k_per_q)  # (B, HQ, T, T)
+        mask = ("causal" if causal else "bidirectional") + (f", window {window}" if window else "")
+        description = (f"B={B} T={T} HQ={HQ} H={H} K={K} V={V}; {mask}; "
+                       f"scale {'default K^-0.5' if scale is None else scale}")
+        # softmax takes exp(score - max): exponents up to the spread of the scores
+        out.append(Case(name, description, arrays, length=T + K + V, exponent=float(np.ptp(scores))))
+    return out
+
+
 register(
     GoldenOp(
         name="attention",
@@ -58,5 +92,14 @@ register(
         ),
         forward=_forward,
         notes="o_t = sum_s softmax_s(scale q_t . k_s) v_s over the allowed s; dk, dv sum over each group's heads.",
+        reference="naive_parallel_attn",
+        state_layout="",
+        conventions=(
+            "GQA: query head h reads key/value head h // (HQ / H) (contiguous groups, as repeat_interleave)",
+            "scale: None means K^-0.5; causal=True by default; window_size w lets query t see keys t-w+1 .. t",
+            "FLA also returns max_logits (B, T, HQ); this op returns o only",
+            "equal query and key lengths only (FLA aligns query t with key t)",
+        ),
+        cases=cases,
     )
 )

@@ -5,6 +5,7 @@ output_final_state=False)``. That reference hard-codes scale = K^-0.5; the optio
 argument of FLA's ``chunk_gla`` and ``fused_recurrent_gla``) defaults to the same value.
 """
 
+from ref.golden.cases import FLA_LAYOUT_TRAP, FLA_STATE_LAYOUT, fla_cases
 from ref.golden.registry import GoldenOp, Option, Tensor, register
 from ref.mixers.gla import gla_recurrent, gla_recurrent_backward
 
@@ -49,5 +50,17 @@ register(
         ),
         forward=_forward,
         notes="S_t = diag(exp(gk_t)) S_{t-1} + k_t^T v_t;  o_t = scale * q_t S_t.",
+        reference="naive_recurrent_gla",
+        state_layout=FLA_STATE_LAYOUT,
+        conventions=(
+            "gk: natural-log decays <= 0 (FLA's layer uses logsigmoid(x) / 16); the Triton kernels convert to log2 "
+            "internally, the reference does not",
+            "gk decays the key rows of the state: S_t = diag(exp(gk_t)) S_{t-1} + k_t^T v_t, decay before the update",
+            "scale: naive_recurrent_gla hard-codes K^-0.5 and has no scale argument; chunk_gla and "
+            "fused_recurrent_gla take scale=None meaning K^-0.5",
+            "output_final_state defaults to False: ht and dht exist only when it is set",
+            FLA_LAYOUT_TRAP,
+        ),
+        cases=lambda rng: fla_cases(rng, gate="gk"),
     )
 )

@@ -5,6 +5,7 @@ initial_state=None, output_final_state=False, normalize=False)`` with ``normaliz
 normalised variant's state is a pair (S, z) that FLA's reference does not return.
 """
 
+from ref.golden.cases import FLA_LAYOUT_TRAP, FLA_STATE_LAYOUT, fla_cases
 from ref.golden.registry import GoldenOp, Option, Tensor, register
 from ref.mixers.linear_attention import linear_attention_recurrent, linear_attention_recurrent_backward
 
@@ -44,5 +45,16 @@ register(
         ),
         forward=_forward,
         notes="S_t = S_{t-1} + k_t^T v_t;  o_t = scale * q_t S_t  (no normalisation).",
+        reference="naive_recurrent_linear_attn",
+        state_layout=FLA_STATE_LAYOUT,
+        conventions=(
+            "normalize=False only: with normalize=True FLA's state is a pair (S, z) that the reference does not return",
+            "no feature map: q and k are used as given (apply elu+1 or any other map before the op)",
+            "scale: None means K^-0.5",
+            "naive_chunk_linear_attn hard-codes chunks of 64 and needs T % 64 == 0; the golden lengths (1, 63, 500) "
+            "are not multiples on purpose",
+            FLA_LAYOUT_TRAP,
+        ),
+        cases=lambda rng: fla_cases(rng),
     )
 )

@@ -14,6 +14,12 @@ ill-typed arrays raise ValueError naming the array.
 Some outputs exist only when a boolean option is set (FLA's final state ``ht`` with
 ``output_final_state``): such a ``Tensor`` names the option in ``when``. The op then returns only
 the outputs it produced, and a cotangent of an output that was not produced is an error.
+
+Each op also declares what ``python -m ref golden export`` needs: ``reference``, the name of the
+community function it mirrors (``naive_recurrent_gla``); ``state_layout``, how its states are laid
+out; ``conventions``, the facts a kernel author must get right (gate convention, default scale,
+traps), written into every bundle's manifest; and ``cases(rng)``, the generator of its golden
+cases (``ref.golden.cases.Case``).
 """
 
 from __future__ import annotations
@@ -59,6 +65,10 @@ class GoldenOp:
     options: tuple[Option, ...] = ()
     notes: str = ""
     differentiable: tuple[str, ...] = field(default=())  # inputs with a gradient; default all
+    reference: str = ""  # the function it mirrors, e.g. "naive_recurrent_gla"
+    state_layout: str = ""  # e.g. "[K, V] per head (FLA's default, state_v_first=False)"; "" if stateless
+    conventions: tuple[str, ...] = ()  # gate convention, default scale, traps: one fact per string
+    cases: Callable | None = None  # cases(rng) -> list[Case]: the golden cases that export writes
 
     @property
     def grad_inputs(self) -> tuple[str, ...]:
@@ -79,6 +89,11 @@ def register(op: GoldenOp) -> GoldenOp:
     for t in op.outputs:
         if t.when and t.when not in flags:
             raise ValueError(f"op: output {t.name!r} of {op.name} is produced when {t.when!r}, not a boolean option")
+    names = [t.name for t in op.inputs] + [o.name for o in op.options] + ["d" + t.name for t in op.outputs]
+    names += [t.name for t in op.outputs] + ["d" + n for n in op.grad_inputs]
+    clash = sorted({n for n in names if names.count(n) > 1})
+    if clash:  # a golden case file holds all of them side by side
+        raise ValueError(f"op: {op.name} uses the name {clash[0]!r} for two arrays (inputs, options, outputs, d<...>)")
     OPS[op.name] = op
     return op
 

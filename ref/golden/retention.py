@@ -6,8 +6,17 @@ with the constant log-decay g_gamma = log(1 - 2^(-5 - h)) for head h. FLA's ``na
 is stale (head-first layout, no state, no scale) and is not the reference.
 """
 
+import numpy as np
+
+from ref.golden.cases import FLA_LAYOUT_TRAP, FLA_STATE_LAYOUT, fla_cases
 from ref.golden.registry import GoldenOp, Option, Tensor, register
-from ref.mixers.retention import retention_recurrent, retention_recurrent_backward
+from ref.mixers.retention import default_gamma, retention_recurrent, retention_recurrent_backward
+
+
+def _span(arrays):
+    """The exponent range of the fixed decays: T |log gamma_h| for the fastest-decaying head (h = 0)."""
+    _, T, H, _ = arrays["q"].shape
+    return float(T * np.abs(np.log(default_gamma(H))).max())
 
 
 def _forward(inputs, options):
@@ -45,5 +54,16 @@ register(
         ),
         forward=_forward,
         notes="S_t = gamma_h S_{t-1} + k_t^T v_t;  o_t = scale * q_t S_t;  gamma_h = 1 - 2^(-5-h), fixed (no grad).",
+        reference="fused_recurrent_retention",
+        state_layout=FLA_STATE_LAYOUT,
+        conventions=(
+            "the decay is fixed per head: g_gamma = log(1 - 2^(-5 - h)) in natural log, h = 0 .. H-1; "
+            "it depends on H, so a kernel must be given the same number of heads",
+            "equivalent to simple GLA with g = g_gamma broadcast to (B, T, H), which is how FLA computes it",
+            "FLA's naive_retention is stale (head-first [B, H, T, K], no state, no scale): do not compare with it",
+            "scale: None means K^-0.5",
+            FLA_LAYOUT_TRAP,
+        ),
+        cases=lambda rng: fla_cases(rng, span=_span),
     )
 )

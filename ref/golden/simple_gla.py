@@ -5,6 +5,7 @@ initial_state=None, output_final_state=True)``; note that its ``output_final_sta
 True, unlike the other FLA references.
 """
 
+from ref.golden.cases import FLA_LAYOUT_TRAP, FLA_STATE_LAYOUT, fla_cases
 from ref.golden.registry import GoldenOp, Option, Tensor, register
 from ref.mixers.simple_gla import simple_gla_recurrent, simple_gla_recurrent_backward
 
@@ -50,5 +51,16 @@ register(
         ),
         forward=_forward,
         notes="S_t = exp(g_t) S_{t-1} + k_t^T v_t;  o_t = scale * q_t S_t.",
+        reference="naive_recurrent_simple_gla",
+        state_layout=FLA_STATE_LAYOUT,
+        conventions=(
+            "g: natural-log decays <= 0, one scalar per head and step, shape (B, T, H) (not (B, T, H, K))",
+            "output_final_state defaults to True in naive_recurrent_simple_gla, False in chunk_simple_gla: "
+            "every golden case sets it explicitly",
+            "chunk_simple_gla's g_gamma (H,) is a constant log-decay per head: pass g = g_gamma broadcast to (B, T, H)",
+            "scale: None means K^-0.5",
+            FLA_LAYOUT_TRAP,
+        ),
+        cases=lambda rng: fla_cases(rng, gate="g"),
     )
 )
