@@ -95,7 +95,7 @@ PAPERS: tuple[Paper, ...] = (
     Paper('gla', 'Gated Linear Attention Transformers with Hardware-Efficient Training', '2312.06635', 2023, 'linear attention', issues=(4,), module='ref/models/gla.py', tests='tests/models/test_gla_model.py'),
     Paper('hypernetwork_magnitude', 'Magnitude Invariant Parametrizations Improve Hypernetwork Learning', '2304.07645', 2023, 'architectures', issues=()),
     Paper('ar_vision_survey', 'Autoregressive Models in Vision: A Survey', '2411.05902', 2024, 'generative', issues=(), kind="survey"),
-    Paper('ml_mamba', 'ML-Mamba: Efficient Multi-Modal Large Language Model Utilizing Mamba-2', '2407.19832', 2024, 'state space', issues=(5,)),
+    Paper('ml_mamba', 'ML-Mamba: Efficient Multi-Modal Large Language Model Utilizing Mamba-2', '2407.19832', 2024, 'state space', issues=(5,), module='ref/models/mamba2.py', lesson='lessons/09_ssd_duality.py', figure='figures/09_ssd_duality.png', tests='tests/models/test_mamba2.py'),
     Paper('martingale_np', 'Martingale Posterior Neural Processes', '2304.09431', 2023, 'generative', issues=()),
     Paper('llava_kd', 'LLaVA-KD: A Framework of Distilling Multimodal Large Language Models', '2410.16236', 2024, 'multimodal', issues=()),
     Paper('codebook_features', 'Codebook Features: Sparse and Discrete Interpretability for Neural Networks', '2310.17230', 2023, 'interpretability', issues=()),

@@ -21,7 +21,7 @@ backward, step)``:
 Registered here: ``"gla"`` (``ref.models.gla``), ``"retnet"`` (``ref.models.retnet``),
 ``"linear"``, plain linear attention: the GLA block whose layer has neither the forget gate nor the
 output gate, ``"mom"`` (``ref.models.mom``, with its load-balancing loss), ``"mamba"``
-(``ref.models.mamba``), and softmax attention: ``"llama"`` (RoPE, GQA, SwiGLU) and ``"gpt2"``
+(``ref.models.mamba``), ``"mamba2"`` (``ref.models.mamba2``), and softmax attention: ``"llama"`` (RoPE, GQA, SwiGLU) and ``"gpt2"``
 (``ref.models.transformer``). Another mixer plugs in with ``register_block(name, init, forward,
 backward, step)``.
 
@@ -63,6 +63,7 @@ from ref.models.gla import (
     normal,
 )
 from ref.models.mamba import init_mamba_block, mamba_block, mamba_block_backward, mamba_block_step
+from ref.models.mamba2 import init_mamba2_block, mamba2_block, mamba2_block_backward, mamba2_block_step
 from ref.models.mom import init_mom_block, mom_block, mom_block_backward, mom_block_step
 from ref.models.retnet import init_retnet_block, retnet_block, retnet_block_backward, retnet_block_step
 from ref.models.transformer import (
@@ -153,6 +154,7 @@ register_block("mom", init_mom_block, mom_block, mom_block_backward, mom_block_s
 # positions live in ref.models.transformer's GPT-2 LM), so use it only where position comes from
 # content or from other blocks
 register_block("mamba", init_mamba_block, mamba_block, mamba_block_backward, mamba_block_step)
+register_block("mamba2", init_mamba2_block, mamba2_block, mamba2_block_backward, mamba2_block_step)
 register_block("llama", init_llama_block, llama_block, llama_block_backward, llama_block_step)
 register_block("gpt2", init_gpt2_block, gpt2_block, gpt2_block_backward, gpt2_block_step)
 
