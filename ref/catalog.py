@@ -61,7 +61,7 @@ PAPERS: tuple[Paper, ...] = (
     Paper('matryoshka_2d', '2D Matryoshka Sentence Embeddings', '2402.14776', 2024, 'representation learning', issues=()),
     Paper('continual_baseline', 'A Simple Baseline that Questions the Use of Pretrained-Models in Continual Learning', '2210.04428', 2022, 'training', issues=()),
     Paper('mamba_survey', 'A Survey of Mamba', '2408.01129', 2024, 'state space', issues=(5,), kind="survey"),
-    Paper('foundation_model_differences', 'Understanding the differences in Foundation Models: Attention, State Space Models, and Recurrent Neural Networks', '2405.15731', 2024, 'state space', issues=(5,), module='ref/mixers/dsf.py', tests='tests/mixers/test_dsf.py'),
+    Paper('foundation_model_differences', 'Understanding the differences in Foundation Models: Attention, State Space Models, and Recurrent Neural Networks', '2405.15731', 2024, 'state space', issues=(5,), module='ref/mixers/dsf.py', lesson='lessons/11_dsf_framework.py', figure='figures/11_dsf_framework.png', tests='tests/mixers/test_dsf.py'),
     Paper('verbatim_stm', 'Characterizing Verbatim Short-Term Memory in Neural Language Models', '2210.13569', 2022, 'recurrent', issues=(6,)),
     Paper('making_the_most', 'Making the Most of your Model: Methods for Finetuning and Applying Pretrained Transformers', '2408.16241', 2024, 'recurrent', issues=(6,)),
     Paper('dmoerm', 'DMoERM: Recipes of Mixture-of-Experts for Effective Reward Modeling', '2403.01197', 2024, 'mixture of experts', issues=()),
