@@ -72,7 +72,7 @@ PAPERS: tuple[Paper, ...] = (
     Paper('quantum_transfer', 'Quantum Transfer Learning for MNIST Classification Using a Hybrid Quantum-Classical Approach', '2408.03351', 2024, 'quantum', issues=()),
     Paper('dense_hebbian', 'Dense Hebbian neural networks: a replica symmetric picture of supervised learning', '2212.00606', 2022, 'theory', issues=()),
     Paper('cabage', 'CaBaGe: Data-Free Model Extraction using ClAss BAlanced Generator Ensemble', '2409.10643', 2024, 'security', issues=()),
-    Paper('convs5', 'Convolutional State Space Models for Long-Range Spatiotemporal Modeling', '2310.19694', 2023, 'state space', issues=(5,), module='ref/mixers/convs5.py', tests='tests/mixers/test_convs5.py'),
+    Paper('convs5', 'Convolutional State Space Models for Long-Range Spatiotemporal Modeling', '2310.19694', 2023, 'state space', issues=(5,), module='ref/models/convs5.py', lesson='lessons/10_convs5_moving_square.py', figure='figures/10_convs5_moving_square.png', tests='tests/models/test_convs5_model.py'),
     Paper('maxim', 'MAXIM: Multi-Axis MLP for Image Processing', '2201.02973', 2022, 'vision', issues=()),
     Paper('sortednet', 'SortedNet, a Place for Every Network and Every Network in its Place: Towards a Generalized Solution for Training Many-in-One Neural Networks', '2309.00255', 2023, 'training', issues=()),
     Paper('emo', 'EMO: Earth Mover Distance Optimization for Auto-Regressive Language Modeling', '2310.04691', 2023, 'language modelling', issues=()),
