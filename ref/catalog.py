@@ -92,7 +92,7 @@ PAPERS: tuple[Paper, ...] = (
     Paper('lightnet', 'You Only Scan Once: Efficient Multi-dimension Sequential Modeling with LightNet', '2405.21022', 2024, 'linear attention', issues=(4,), module='ref/models/lightnet.py', lesson='lessons/05_lightnet_2d.py', figure='figures/05_lightnet_2d.png', tests='tests/models/test_lightnet.py'),
     Paper('pv_rnn', 'A Novel Predictive-Coding-Inspired Variational RNN Model for Online Prediction and Recognition', '1811.01339', 2018, 'recurrent', issues=(6,)),
     Paper('icl_bayesian_prism', 'In-Context Learning through the Bayesian Prism', '2306.04891', 2023, 'in-context learning', issues=(3,)),
-    Paper('gla', 'Gated Linear Attention Transformers with Hardware-Efficient Training', '2312.06635', 2023, 'linear attention', issues=(4,), module='ref/models/gla.py', tests='tests/models/test_gla_model.py'),
+    Paper('gla', 'Gated Linear Attention Transformers with Hardware-Efficient Training', '2312.06635', 2023, 'linear attention', issues=(4,), module='ref/models/gla.py', lesson='lessons/03_gla_mqar.py', figure='figures/03_gla_mqar.png', tests='tests/models/test_gla_model.py'),
     Paper('hypernetwork_magnitude', 'Magnitude Invariant Parametrizations Improve Hypernetwork Learning', '2304.07645', 2023, 'architectures', issues=()),
     Paper('ar_vision_survey', 'Autoregressive Models in Vision: A Survey', '2411.05902', 2024, 'generative', issues=(), kind="survey"),
     Paper('ml_mamba', 'ML-Mamba: Efficient Multi-Modal Large Language Model Utilizing Mamba-2', '2407.19832', 2024, 'state space', issues=(5,), module='ref/models/mamba2.py', lesson='lessons/09_ssd_duality.py', figure='figures/09_ssd_duality.png', tests='tests/models/test_mamba2.py'),
