@@ -87,7 +87,7 @@ PAPERS: tuple[Paper, ...] = (
     Paper('hmt', 'HMT: Hierarchical Memory Transformer for Long Context Language Processing', '2405.06067', 2024, 'memory', issues=(6,)),
     Paper('successor_heads', 'Successor Heads: Recurring, Interpretable Attention Heads In The Wild', '2312.09230', 2023, 'interpretability', issues=(3,)),
     Paper('model_soups', 'Model soups: averaging weights of multiple fine-tuned models improves accuracy without increasing inference time', '2203.05482', 2022, 'training', issues=()),
-    Paper('s4', 'Efficiently Modeling Long Sequences with Structured State Spaces', '2111.00396', 2021, 'state space', issues=(5,), module='ref/mixers/s4/__init__.py', tests='tests/mixers/test_s4.py'),
+    Paper('s4', 'Efficiently Modeling Long Sequences with Structured State Spaces', '2111.00396', 2021, 'state space', issues=(5,), module='ref/models/s4.py', lesson='lessons/08_s4_hippo.py', figure='figures/08_s4_hippo.png', tests='tests/models/test_s4_model.py'),
     Paper('wide_deep', 'Wide and Deep Neural Networks Achieve Optimality for Classification', '2204.14126', 2022, 'theory', issues=()),
     Paper('lightnet', 'You Only Scan Once: Efficient Multi-dimension Sequential Modeling with LightNet', '2405.21022', 2024, 'linear attention', issues=(4,), module='ref/models/lightnet.py', lesson='lessons/05_lightnet_2d.py', figure='figures/05_lightnet_2d.png', tests='tests/models/test_lightnet.py'),
     Paper('pv_rnn', 'A Novel Predictive-Coding-Inspired Variational RNN Model for Online Prediction and Recognition', '1811.01339', 2018, 'recurrent', issues=(6,)),

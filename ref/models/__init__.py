@@ -9,6 +9,10 @@ pairs over a nested dict of parameters.
 * ``transformer``: GPT-2 and Llama-style blocks, a decoder LM with KV-cache generation, an encoder.
 * ``mamba``: the Mamba layer and block with its decode step.
 * ``mom``: the MoM layer (routed and shared memories, load-balancing loss).
+* ``mamba2``: the Mamba-2 (SSD) layer, block and decode step.
+* ``s4``: the deep S4 / S4D model (HiPPO-LegS or random initialisation), convolutional and recurrent forms.
+* ``convs5``: a ConvS5 next-frame model; ``convlstm``: the ConvLSTM baseline (backprop through time).
+* ``dsf_lm``: softmax, linear and normalised attention blocks of the dynamical-systems-framework lesson.
 * ``lm``: a small decoder-only language model whose blocks are chosen from a registry.
 
 Layers and blocks: ``forward(params, x, **options) -> (y, cache)``,

@@ -63,6 +63,25 @@ of the convolution (``ref.nn.causal_conv1d``'s state; mamba_ssm's ``conv_state``
 the last W, the current one included, so ours is its ``[:, :, 1:]`` transposed), ``ssm`` (B, E, N)
 the state h of (7b) (mamba_ssm's ``ssm_state``). Memory O(E (W - 1 + N)) whatever the length.
 
+**The time-invariant ablation** (``selective=False``; the paper's "S4" layer inside the Mamba
+block, Table 1's ablation of selection): Δ, B and C stop depending on the input. Steps (4)-(5)
+are dropped and x_proj, dt_proj with them; B and C become learned parameters of shape (E, N),
+the same at every step, and the step size is the learned constant delta = softplus(dt_bias):
+
+    delta_raw = 0,  B_t = B,  C_t = C         (every t)                     (4', 5')
+
+so (7b) becomes h_t = exp(delta A) * h_{t-1} + delta B u_t with the same decay at every step: an
+LTI, S4D-Real-like diagonal SSM per channel (with Mamba's simplified B̄ = delta B rather than
+S4D's zero-order hold), which equals a causal convolution of u with the kernel
+K_k[e] = sum_n C[e, n] exp(delta_e A[e, n])^k delta_e B[e, n]. Everything else (in_proj, the
+convolution, the SiLU, the gate, out_proj) is the selective layer's. ``init_mamba_layer(...,
+selective=False)`` builds it (B = 1 and C ~ N(0, 1), S4D's initialisation of B and C, see
+``ref.mixers.s4.init``; A and dt_bias as the selective layer), and every function here tells the
+two apart by their parameters (``x_proj`` or ``B``). Its parameters::
+
+    B (E, N)               the input matrix, fixed in time (replaces x_proj's B columns)
+    C (E, N)               the output matrix, fixed in time (replaces x_proj's C columns)
+
 Sources (facts checked against state-spaces/mamba; the code here is written from the equations):
 
 - ``mamba_ssm/modules/mamba_simple.py`` @ 52f57d66f8d6d02a73b1e38f5f3708eb8ccfa39c, ``Mamba.__init__``
@@ -169,6 +188,7 @@ def init_mamba_layer(
     dt_min: float = 1e-3,
     dt_max: float = 1e-1,
     n_layer: int = 1,
+    selective: bool = True,
     dtype=np.float64,
 ) -> dict:
     """Parameters of a Mamba layer of width D, initialised as mamba_ssm (see the module docstring).
@@ -176,9 +196,13 @@ def init_mamba_layer(
     E = expand * D inner channels, N state dims, a convolution of width ``conv_width``, step-size
     rank ``dt_rank`` (default ceil(D / 16)). softplus(dt_bias) is log-uniform in [dt_min, dt_max]
     (floored at 1e-4). ``n_layer``: out_proj is divided by sqrt(n_layer), as mamba_ssm does for a
-    model of that many layers (1: no rescaling).
+    model of that many layers (1: no rescaling). ``selective=False``: the time-invariant ablation
+    (module docstring): parameters B = 1 and C ~ N(0, 1) of shape (E, N) in place of x_proj and
+    dt_proj (``dt_rank`` is then unused).
     """
     rng, dtype = check_rng(rng), check_dtype(dtype)
+    if not isinstance(selective, bool):
+        raise ValueError(f"selective: expected True or False, got {selective!r}")
     D = checks.positive_int(D, "D")
     N = checks.positive_int(N, "N")
     E = D * checks.positive_int(expand, "expand")
@@ -193,12 +217,19 @@ def init_mamba_layer(
     dt = np.exp(rng.uniform(0.0, 1.0, E) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
     dt = np.maximum(dt, DT_INIT_FLOOR)  # (E,)
     dt_bias = dt + np.log(-np.expm1(-dt))  # softplus(dt_bias) = dt
-    return {
+    params = {
         "in_proj": _torch_default(rng, (D, 2 * E), D, dtype),
         "conv_weight": _torch_default(rng, (E, W), W, dtype),
         "conv_bias": _torch_default(rng, (E,), W, dtype),
-        "x_proj": _torch_default(rng, (E, R + 2 * N), E, dtype),
-        "dt_proj": rng.uniform(-(R**-0.5), R**-0.5, size=(R, E)).astype(dtype),
+    }
+    if selective:
+        params["x_proj"] = _torch_default(rng, (E, R + 2 * N), E, dtype)
+        params["dt_proj"] = rng.uniform(-(R**-0.5), R**-0.5, size=(R, E)).astype(dtype)
+    else:  # (4', 5'): B and C fixed in time; S4D's B = 1, C ~ N(0, 1)
+        params["B"] = np.ones((E, N), dtype)
+        params["C"] = rng.standard_normal((E, N)).astype(dtype)
+    return {
+        **params,
         "dt_bias": dt_bias.astype(dtype),
         # S4D-Real: A[e, n] = -(n + 1), stored as its log
         "A_log": np.log(np.broadcast_to(np.arange(1, N + 1, dtype=np.float64), (E, N))).astype(dtype),
@@ -215,16 +246,19 @@ class _Sizes(NamedTuple):
     D: int  # model width
     E: int  # inner channels
     W: int  # convolution width
-    R: int  # step-size rank
+    R: int  # step-size rank (0 in the time-invariant layer)
     N: int  # state dims
     dtype: np.dtype
+    selective: bool  # False: the time-invariant ablation (B, C parameters, no x_proj / dt_proj)
 
 
 def _mamba_spec(params, where: str) -> _Sizes:
-    """The sizes read from the shapes, after checking every parameter against them."""
+    """The sizes read from the shapes, after checking every parameter against them. A layer with
+    ``x_proj`` is selective; one without it is the time-invariant ablation (``B``, ``C``)."""
     if not isinstance(params, dict):
         raise ValueError(f"{where}: expected a dict of parameters, got {type(params).__name__}")
-    for key in ("in_proj", "conv_weight", "x_proj", "A_log"):
+    selective = "x_proj" in params or "B" not in params
+    for key in ("in_proj", "conv_weight", "x_proj" if selective else "B", "A_log"):
         if key not in params:
             raise ValueError(f"{where}: expected a parameter {key!r}, got keys {sorted(params)}")
     W_in = checks.float_array(params["in_proj"], f"{where}/in_proj", ndim=2, dims="(D, 2E)")
@@ -234,26 +268,34 @@ def _mamba_spec(params, where: str) -> _Sizes:
     E = E2 // 2
     W = checks.float_array(params["conv_weight"], f"{where}/conv_weight", ndim=2, dims="(E, W)").shape[1]
     N = checks.float_array(params["A_log"], f"{where}/A_log", ndim=2, dims="(E, N)").shape[1]
-    RN = checks.float_array(params["x_proj"], f"{where}/x_proj", ndim=2, dims="(E, R+2N)").shape[1]
-    R = RN - 2 * N
-    if W < 1 or N < 1 or R < 1:
-        raise ValueError(
-            f"{where}: expected conv_weight (E, W) with W >= 1, A_log (E, N) with N >= 1 and x_proj (E, R+2N) "
-            f"with R >= 1, got W = {W}, N = {N}, x_proj of {RN} columns"
-        )
+    if selective:
+        RN = checks.float_array(params["x_proj"], f"{where}/x_proj", ndim=2, dims="(E, R+2N)").shape[1]
+        R = RN - 2 * N
+        if W < 1 or N < 1 or R < 1:
+            raise ValueError(
+                f"{where}: expected conv_weight (E, W) with W >= 1, A_log (E, N) with N >= 1 and x_proj (E, R+2N) "
+                f"with R >= 1, got W = {W}, N = {N}, x_proj of {RN} columns"
+            )
+        projections = {"x_proj": ((E, R + 2 * N), "(E, R+2N)"), "dt_proj": ((R, E), "(R, E)")}
+    else:
+        R = 0
+        if W < 1 or N < 1:
+            raise ValueError(
+                f"{where}: expected conv_weight (E, W) with W >= 1 and A_log (E, N) with N >= 1, got W = {W}, N = {N}"
+            )
+        projections = {"B": ((E, N), "(E, N)"), "C": ((E, N), "(E, N)")}
     spec = {
         "in_proj": ((D, 2 * E), "(D, 2E)"),
         "conv_weight": ((E, W), "(E, W)"),
         "conv_bias": ((E,), "(E,)"),
-        "x_proj": ((E, R + 2 * N), "(E, R+2N)"),
-        "dt_proj": ((R, E), "(R, E)"),
+        **projections,
         "dt_bias": ((E,), "(E,)"),
         "A_log": ((E, N), "(E, N)"),
         "D": ((E,), "(E,)"),
         "out_proj": ((E, D), "(E, D)"),
     }
     check_params(params, where, spec, W_in.dtype)
-    return _Sizes(D, E, W, R, N, W_in.dtype)
+    return _Sizes(D, E, W, R, N, W_in.dtype, selective)
 
 
 def _check_x(x, sizes: _Sizes, name: str = "x") -> np.ndarray:
@@ -317,7 +359,7 @@ def _mamba_layer(params, x, mode, chunk_size, backend, state):
     state = _check_state(state, x.shape[0], sz)
     conv_state, ssm_state = (None, None) if state is None else state
     E, R, N = sz.E, sz.R, sz.N
-    c = {"x_shape": x.shape, "dtype": sz.dtype, "mode": mode, "E": E}
+    c = {"x_shape": x.shape, "dtype": sz.dtype, "mode": mode, "E": E, "selective": sz.selective}
 
     # (1) [x_in, z] = x W_in
     xz, c["in_proj"] = linear(x, params["in_proj"])  # (B, T, 2E)
@@ -326,25 +368,32 @@ def _mamba_layer(params, x, mode, chunk_size, backend, state):
     conv, conv_state, c["conv"] = causal_conv1d(x_in, params["conv_weight"], params["conv_bias"], conv_state)
     # (3) u = silu(c)
     u, c["silu"] = silu(conv)  # (B, T, E)
-    # (4) [dt_low, B, C] = u W_x
-    xbc, c["x_proj"] = linear(u, params["x_proj"])  # (B, T, R+2N)
-    dt_low, B, C = xbc[..., :R], xbc[..., R : R + N], xbc[..., R + N :]  # (B, T, R), (B, T, N), (B, T, N)
-    # (5) delta_raw = dt_low W_dt  (dt_proj's bias is added inside the scan, before its softplus)
-    delta_raw, c["dt_proj"] = linear(dt_low, params["dt_proj"])  # (B, T, E)
+    if sz.selective:
+        # (4) [dt_low, B, C] = u W_x
+        xbc, c["x_proj"] = linear(u, params["x_proj"])  # (B, T, R+2N)
+        dt_low, B, C = xbc[..., :R], xbc[..., R : R + N], xbc[..., R + N :]  # (B, T, R), (B, T, N), (B, T, N)
+        # (5) delta_raw = dt_low W_dt  (dt_proj's bias is added inside the scan, before its softplus)
+        delta_raw, c["dt_proj"] = linear(dt_low, params["dt_proj"])  # (B, T, E)
+        # channel-first for the scan: delta_raw (B, E, T); B, C (B, N, T), one per step
+        delta_raw, B, C = _channels_first(delta_raw), _channels_first(B), _channels_first(C)
+    else:
+        # (4', 5') the time-invariant ablation: delta = softplus(0 + dt_bias) and B, C (E, N) at every step
+        delta_raw = np.zeros((x.shape[0], E, x.shape[1]), sz.dtype)  # (B, E, T)
+        B, C = params["B"], params["C"]  # (E, N): the scan's "fixed" B and C
     # (6) A = -exp(A_log)
     A = -np.exp(params["A_log"])  # (E, N)
     c["A"] = A
-    # (7) the selective scan, channel-first: u, delta, z (B, E, T); B, C (B, N, T)
+    # (7) the selective scan, channel-first: u, delta, z (B, E, T)
     forward, _ = FORMS[mode]
     options = {"initial_state": ssm_state, "return_last_state": True, "backend": backend}
     if mode == "chunked":
         options["chunk_size"] = chunk_size
     y, ssm_state, c["scan"] = forward(
         _channels_first(u),
-        _channels_first(delta_raw),
+        delta_raw,
         A,
-        _channels_first(B),
-        _channels_first(C),
+        B,
+        C,
         params["D"],
         _channels_first(z),
         params["dt_bias"],
@@ -379,13 +428,19 @@ def mamba_layer_backward(params: dict, cache, dy: np.ndarray):
     du, ddelta, dA, dB, dC, g["D"], dz, g["dt_bias"], _ = scan_backward(_channels_first(dy_inner), None, c["scan"])
     # (6) A = -exp(A_log):  dA/dA_log = -exp(A_log) = A
     g["A_log"] = dA * c["A"]
-    # (5) delta_raw = dt_low W_dt
-    ddt_low, g["dt_proj"], _ = linear_backward(_channels_last(ddelta), c["dt_proj"])  # (B, T, R)
-    # (4) [dt_low, B, C] = u W_x: the three gradients side by side, then through x_proj
-    dxbc = np.concatenate([ddt_low, _channels_last(dB), _channels_last(dC)], axis=-1)  # (B, T, R+2N)
-    du_proj, g["x_proj"], _ = linear_backward(dxbc, c["x_proj"])  # (B, T, E)
-    # u feeds both the scan (7) and x_proj (4): its gradients add
-    du = _channels_last(du) + du_proj  # (B, T, E)
+    if c["selective"]:
+        # (5) delta_raw = dt_low W_dt
+        ddt_low, g["dt_proj"], _ = linear_backward(_channels_last(ddelta), c["dt_proj"])  # (B, T, R)
+        # (4) [dt_low, B, C] = u W_x: the three gradients side by side, then through x_proj
+        dxbc = np.concatenate([ddt_low, _channels_last(dB), _channels_last(dC)], axis=-1)  # (B, T, R+2N)
+        du_proj, g["x_proj"], _ = linear_backward(dxbc, c["x_proj"])  # (B, T, E)
+        # u feeds both the scan (7) and x_proj (4): its gradients add
+        du = _channels_last(du) + du_proj  # (B, T, E)
+    else:
+        # (4', 5') B and C are parameters: the scan already summed their gradients over batch and
+        # time (its "fixed" B, C); delta_raw = 0 is a constant, so ddelta goes nowhere
+        g["B"], g["C"] = dB, dC  # (E, N)
+        du = _channels_last(du)  # (B, T, E)
     # (3) u = silu(c)
     (dconv,) = silu_backward(du, c["silu"])
     # (2) the convolution; the state at the end takes no gradient
@@ -435,10 +490,12 @@ def init_mamba_block(
     dt_min: float = 1e-3,
     dt_max: float = 1e-1,
     n_layer: int = 1,
+    selective: bool = True,
     dtype=np.float64,
 ) -> dict:
     """Parameters of the block (9): ``{"norm": {"weight" (D,)}, "mixer": <Mamba layer>}``, the norm's
-    scale 1 and the layer by :func:`init_mamba_layer` (same keyword arguments)."""
+    scale 1 and the layer by :func:`init_mamba_layer` (same keyword arguments; ``selective=False``
+    gives the time-invariant ablation)."""
     rng, dtype = check_rng(rng), check_dtype(dtype)
     D = checks.positive_int(D, "D")
     layer = init_mamba_layer(
@@ -451,6 +508,7 @@ def init_mamba_block(
         dt_min=dt_min,
         dt_max=dt_max,
         n_layer=n_layer,
+        selective=selective,
         dtype=dtype,
     )
     return {"norm": {"weight": np.ones(D, dtype)}, "mixer": layer}

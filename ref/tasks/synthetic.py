@@ -1,4 +1,5 @@
-"""Synthetic sequence tasks that probe memory: copying, selective copying, multi-query associative recall.
+"""Synthetic sequence tasks that probe memory: copying, selective copying, multi-query associative
+recall, induction heads.
 
 Every task is a frozen dataclass of its configuration (checked when it is built: a bad value raises
 ValueError naming the argument) with ``vocab_size``, ``seq_len`` and ``sample(rng, batch_size)``,
@@ -16,6 +17,10 @@ forcing), so a model has to hold the answer in its state. Randomness comes only 
 ``get_task("mqar", num_pairs=16)`` builds a task by name; ``TASKS`` maps every name to its class.
 A new task subclasses :class:`SyntheticTask` as a frozen dataclass, implements ``_sample`` and is
 added with ``@register_task``.
+
+Continuous-valued tasks (regression, not in ``TASKS``) return a :class:`SignalBatch` of float
+signals (B, T, 1) instead: ``delayed_copy`` (:class:`DelayedCopy`), output the white-noise input of
+``lag`` steps ago, y_t = u_{t - lag}.
 
 Layouts (B = batch, T = seq_len):
 
@@ -41,6 +46,14 @@ Layouts (B = batch, T = seq_len):
 
       inputs   k1 v1 k2 v2 k3 v3 | k2  f k3  f  f  f k1  f  f  f      (N = Q = 3, f = filler)
       targets   .  .  .  .  .  . | v2  . v3  .  .  . v1  .  .  .
+
+- ``induction_heads`` (Mamba, Gu & Dao 2023, section 4.1.2; the task of H3's synthetics, Fu et al.
+  2023): T - 1 random tokens with the special token s planted once among them, then s again at the
+  end; there the model must output the token that followed s the first time ("Harry Potter ...
+  Harry -> Potter"). Only that last position is scored::
+
+      inputs    5  2  s  7  1  4  6  3  2  s       (7 followed s: the answer)
+      targets   .  .  .  .  .  .  .  .  .  7
 """
 
 from __future__ import annotations
@@ -61,6 +74,9 @@ __all__ = [
     "Copying",
     "SelectiveCopying",
     "MQAR",
+    "InductionHeads",
+    "SignalBatch",
+    "DelayedCopy",
     "TASKS",
     "register_task",
     "get_task",
@@ -301,3 +317,122 @@ class MQAR(SyntheticTask):
         loss_mask = np.zeros((B, T), dtype=bool)
         np.put_along_axis(loss_mask, qpos, True, axis=1)
         return Batch(inputs.astype(np.int64, copy=False), targets, loss_mask)
+
+
+@register_task
+@dataclass(frozen=True)
+class InductionHeads(SyntheticTask):
+    """Induction heads (Mamba's section 4.1.2), see the module docstring. T = seq_len.
+
+    Token ids: 0 .. vocab_size - 2 ordinary, s = vocab_size - 1 the special (trigger) token.
+    Positions 0 .. T - 2 hold uniform ordinary tokens, except one position p, uniform in
+    [0, T - 3], which holds s; position T - 1 holds s again, and its target is inputs[p + 1] (an
+    ordinary token: s occurs nowhere else). Chance accuracy is 1 / (vocab_size - 1).
+
+    As H3's synthetics (HazyResearch/safari ``generate_induction_head``, one trigger, one token to
+    copy), which reserve a second special token (a no-op) that this task never uses: here every
+    non-special id is an ordinary token. Defaults: Mamba's setting (vocab 16, training length 256).
+    Sampling the same task at other ``seq_len`` gives the paper's test of length generalisation.
+    """
+
+    name: ClassVar[str] = "induction_heads"
+
+    vocab_size: int = 16  # V: V - 1 ordinary tokens and the special token
+    seq_len: int = 256  # T
+
+    def __post_init__(self):
+        _int_at_least(self.vocab_size, "vocab_size", 3, " (at least two ordinary tokens and the special one)")
+        _int_at_least(self.seq_len, "seq_len", 3, " (the special token, the token after it, the special token again)")
+
+    @property
+    def special_id(self) -> int:
+        return self.vocab_size - 1
+
+    def _sample(self, rng, B):
+        V, T = self.vocab_size, self.seq_len
+        inputs = rng.integers(0, V - 1, size=(B, T))  # (B, T) ordinary tokens in [0, V - 2]
+        pos = rng.integers(0, T - 2, size=B)  # (B,) the first s, at p in [0, T - 3]
+        rows = np.arange(B)
+        inputs[rows, pos] = self.special_id
+        inputs[:, T - 1] = self.special_id
+        targets = np.zeros((B, T), dtype=np.int64)
+        targets[:, T - 1] = inputs[rows, pos + 1]  # the token that followed s
+        loss_mask = np.zeros((B, T), dtype=bool)
+        loss_mask[:, T - 1] = True
+        return Batch(inputs.astype(np.int64, copy=False), targets, loss_mask)
+
+
+# --- continuous-valued tasks (regression) --------------------------------------------------------
+#
+# The tasks above are token tasks (classification, registered in TASKS). A state space model reads
+# a real-valued signal just as well, and HiPPO's theory is about signals: the tasks below give
+# float inputs and targets of shape (B, T, 1) in a SignalBatch, with the same causal convention
+# (a model reads inputs[:, :t + 1] and must output targets[:, t] wherever loss_mask[:, t]). They
+# are not in TASKS (whose tasks have a vocabulary); build them directly, e.g. DelayedCopy(lag=128).
+
+
+@dataclass(frozen=True)
+class SignalBatch:
+    """One batch of a continuous-valued task.
+
+    inputs     (B, T, 1) float64   the input signal
+    targets    (B, T, 1) float64   the output wanted at each step; 0 where loss_mask is False
+    loss_mask  (B, T) bool         where the loss is taken
+    """
+
+    inputs: np.ndarray  # (B, T, 1) float64
+    targets: np.ndarray  # (B, T, 1) float64
+    loss_mask: np.ndarray  # (B, T) bool
+
+    def __post_init__(self):
+        if self.inputs.ndim != 3 or self.inputs.shape[2] != 1:
+            raise ValueError(f"inputs: expected shape (B, T, 1), got {self.inputs.shape}")
+        checks.same_shape(self.targets, "targets", self.inputs.shape, "(B, T, 1)", "the shape of inputs")
+        checks.same_shape(self.loss_mask, "loss_mask", self.inputs.shape[:2], "(B, T)", "the first two axes of inputs")
+        if self.loss_mask.dtype != np.bool_:
+            raise ValueError(f"loss_mask: expected dtype bool, got {self.loss_mask.dtype}")
+
+    def mse(self, predictions) -> float:
+        """Mean squared error of ``predictions`` (B, T, 1) over the masked positions."""
+        pred = np.asarray(predictions)
+        checks.same_shape(pred, "predictions", self.inputs.shape, "(B, T, 1)", "the shape of the batch")
+        return float(((pred - self.targets)[self.loss_mask] ** 2).mean())
+
+
+@dataclass(frozen=True)
+class DelayedCopy(SyntheticTask):
+    """Continuous delayed copy: the input is white noise u_t ~ N(0, 1), i.i.d.; at every t >= lag
+    the model must output the input of ``lag`` steps ago, y_t = u_{t - lag}::
+
+        inputs    u0  u1  u2 ... u127 u128 u129 ... u255      (T = 256, lag = 128)
+        targets    .   .   . ...    .   u0   u1 ... u127      (. = masked out, 0)
+
+    A long-range memory probe that no shortcut solves: white noise is unpredictable, so the
+    model must carry the last ``lag`` inputs in its state. A linear time-invariant model
+    y = K * u solves it exactly with the kernel K = δ_lag (a unit impulse at lag), and for any
+    kernel the expected squared error at step t is sum_{l<=t} (K_l - δ_{l,lag})^2: predicting 0
+    scores 1 (the variance of the target), the exact delay 0.
+
+    Not in ``TASKS`` (a regression task, see the section comment); defaults: T = 256, lag = 128.
+    """
+
+    name: ClassVar[str] = "delayed_copy"
+
+    seq_len: int = 256  # T
+    lag: int = 128
+
+    def __post_init__(self):
+        T = _int_at_least(self.seq_len, "seq_len", 2)
+        _int_at_least(self.lag, "lag", 1)
+        if self.lag >= T:
+            raise ValueError(f"lag: expected an integer in [1, seq_len - 1 = {T - 1}] (some targets to predict), "
+                             f"got {self.lag!r}")
+
+    def _sample(self, rng, B):
+        T, lag = self.seq_len, self.lag
+        inputs = rng.standard_normal((B, T, 1))  # (B, T, 1) white noise
+        targets = np.zeros_like(inputs)
+        targets[:, lag:] = inputs[:, : T - lag]  # y_t = u_{t - lag}
+        loss_mask = np.zeros((B, T), dtype=bool)
+        loss_mask[:, lag:] = True
+        return SignalBatch(inputs, targets, loss_mask)

@@ -372,3 +372,180 @@ def test_bad_inputs_name_the_argument(rng):
             init_mamba_block(rng, 4, **kwargs)
     with pytest.raises(ValueError, match="rng: expected a numpy.random.Generator"):
         init_mamba_layer(0, 4)
+
+
+# ------------------------------------------------------------------------------------------------
+# the time-invariant ablation (selective=False): Δ, B and C are parameters, not functions of x
+
+STEP_SIZE_STEPS_LTI = {"dt_bias": 1e-5, "A_log": 1e-5}  # small gradients: see STEP_SIZE_STEPS
+
+
+def small_lti_layer(rng):
+    return randomize(init_mamba_layer(rng, 4, N=3, selective=False), rng)
+
+
+def small_lti_block(rng):
+    return randomize(init_mamba_block(rng, 4, N=3, selective=False), rng)
+
+
+def naive_lti_front(p, x):
+    """u (B, T, E) and z (B, T, E) of the layer, by the same rolling window as naive_mamba_layer."""
+    Bn, T, _ = x.shape
+    E, W = p["conv_weight"].shape
+    window = np.zeros((Bn, E, W))
+    us, zs = [], []
+    for t in range(T):
+        xz = x[:, t] @ p["in_proj"]
+        window = np.roll(window, -1, axis=-1)
+        window[:, :, -1] = xz[:, :E]
+        c = (window * p["conv_weight"]).sum(-1) + p["conv_bias"]
+        us.append(c / (1 + np.exp(-c)))
+        zs.append(xz[:, E:])
+    return np.stack(us, 1), np.stack(zs, 1)
+
+
+def naive_lti_layer(p, x):
+    """The ablation step by step: dt = softplus(dt_bias) (E,), h = exp(dt A) h + dt B u with the
+    parameters B, C (E, N) at every step, y = (C.h + D u) silu(z), out = y W_out."""
+    u, z = naive_lti_front(p, x)
+    A = -np.exp(p["A_log"])  # (E, N)
+    dt = np.log1p(np.exp(p["dt_bias"]))  # (E,)
+    h = np.zeros((x.shape[0], *A.shape))
+    out = np.zeros(x.shape)
+    for t in range(x.shape[1]):
+        h = np.exp(dt[:, None] * A) * h + (dt[:, None] * p["B"]) * u[:, t, :, None]
+        y = (h * p["C"]).sum(-1) + p["D"] * u[:, t]
+        out[:, t] = (y * z[:, t] / (1 + np.exp(-z[:, t]))) @ p["out_proj"]
+    return out
+
+
+@pytest.mark.parametrize("mode", MIXER_FORMS)
+def test_lti_layer_equals_the_loop(rng, mode):
+    params = small_lti_layer(rng)
+    x = rng.standard_normal((2, 9, 4))
+    got, _ = mamba_layer(params, x, **chunk_options(mode))
+    assert_within(mode, got, naive_lti_layer(params, x), 1e-12)
+
+
+def test_lti_layer_is_a_causal_convolution(rng):
+    """Frozen Δ, B, C: the SSM is the convolution of u with K_k = sum_n C exp(Δ A)^k Δ B."""
+    params = small_lti_layer(rng)
+    T = 12
+    x = rng.standard_normal((2, T, 4))
+    u, z = naive_lti_front(params, x)  # (B, T, E)
+    A = -np.exp(params["A_log"])
+    dt = np.log1p(np.exp(params["dt_bias"]))[:, None]  # (E, 1)
+    k = np.arange(T)[:, None, None]  # (T, 1, 1)
+    K = (params["C"] * np.exp(dt * A) ** k * dt * params["B"]).sum(-1)  # (T, E)
+    y = np.zeros(u.shape)
+    for t in range(T):
+        y[:, t] = (K[: t + 1][::-1] * u[:, : t + 1]).sum(1)  # sum_k K_k u_{t-k}
+    y = (y + params["D"] * u) * z / (1 + np.exp(-z))
+    assert_within("convolution", mamba_layer(params, x, chunk_size=5)[0], y @ params["out_proj"], 1e-12)
+
+
+@pytest.mark.parametrize("mode", MIXER_FORMS)
+def test_lti_layer_gradcheck_every_parameter(rng, mode):
+    params = small_lti_layer(rng)
+    assert "x_proj" not in params and "dt_proj" not in params
+    x = rng.standard_normal((2, 6, 4))
+    gradcheck_tree(
+        mamba_layer, mamba_layer_backward, params, {"x": x}, rng=rng, name="mamba_lti_layer",
+        steps=STEP_SIZE_STEPS_LTI, **chunk_options(mode),
+    )
+
+
+def test_lti_block_and_lm_gradcheck_every_parameter(rng, mamba_lm):
+    block = small_lti_block(rng)
+    x = rng.standard_normal((2, 5, 4))
+    gradcheck_tree(
+        mamba_block, mamba_block_backward, block, {"x": x}, rng=rng, name="mamba_lti_block",
+        steps=STEP_SIZE_STEPS_LTI, chunk_size=2,
+    )
+    lm = randomize(init_lm(rng, 5, 4, 2, "mamba", tied=True, N=3, selective=False), rng)
+    assert all("B" in b["mamba"]["mixer"] and "x_proj" not in b["mamba"]["mixer"] for b in lm["blocks"])
+    gradcheck_tree(
+        lm_forward, lm_backward, lm, {"tokens": rng.integers(0, 5, (2, 6))}, rng=rng, name="mamba_lti_lm",
+        returns_dx=False, rtol=MODEL_RTOL, steps=STEP_SIZE_STEPS_LTI, chunk_size=4,
+    )
+
+
+def test_lti_backward_is_pure_and_float32_runs(rng):
+    params = small_lti_block(rng)
+    x = rng.standard_normal((2, 5, 4))
+    y, cache = mamba_block(params, x)
+    dy = rng.standard_normal(y.shape)
+    dx1, g1 = mamba_block_backward(params, cache, dy)
+    dx2, g2 = mamba_block_backward(params, cache, dy)
+    assert np.array_equal(dx1, dx2) and all(np.array_equal(g1["mixer"][k], g2["mixer"][k]) for k in ("B", "C"))
+    p32 = {"norm": {"weight": params["norm"]["weight"].astype(np.float32)}}
+    p32["mixer"] = {k: v.astype(np.float32) for k, v in params["mixer"].items()}
+    y32, c32 = mamba_block(p32, x.astype(np.float32))
+    assert y32.dtype == np.float32
+    assert_within("float32", y32, y, 1e-5)
+    dx32, g32 = mamba_block_backward(p32, c32, dy.astype(np.float32))
+    assert dx32.dtype == g32["mixer"]["B"].dtype == g32["mixer"]["C"].dtype == np.float32
+    assert_within("float32 dB", g32["mixer"]["B"], g1["mixer"]["B"], 1e-4 * np.abs(g1["mixer"]["B"]).max())
+
+
+@pytest.mark.parametrize(
+    "step, forward, prefill, make",
+    [
+        (mamba_layer_step, mamba_layer, mamba_layer_prefill, small_lti_layer),
+        (mamba_block_step, mamba_block, mamba_block_prefill, small_lti_block),
+    ],
+    ids=["layer", "block"],
+)
+def test_lti_decode_equals_the_forward(rng, step, forward, prefill, make):
+    params = make(rng)
+    x = rng.standard_normal((3, 11, 4))
+    full, _ = forward(params, x, chunk_size=4)
+    decoded, state = decode(step, params, x)
+    assert_within("decode", decoded, full, 1e-12)
+    assert state.conv.shape == (3, 3, 8) and state.ssm.shape == (3, 8, 3)
+    first, state = decode(step, params, x[:, :5])
+    rest, _ = prefill(params, x[:, 5:], state, mode="parallel")
+    assert_within("prefill after decode", np.concatenate([first, rest], axis=1), full, 1e-12)
+
+
+def test_lti_init(rng):
+    D, E, N, W = 40, 80, 16, 4
+    p = init_mamba_layer(rng, D, selective=False)
+    shapes = {
+        "in_proj": (D, 2 * E),
+        "conv_weight": (E, W),
+        "conv_bias": (E,),
+        "B": (E, N),
+        "C": (E, N),
+        "dt_bias": (E,),
+        "A_log": (E, N),
+        "D": (E,),
+        "out_proj": (E, D),
+    }
+    assert {k: v.shape for k, v in p.items()} == shapes
+    # S4D's B = 1 and C ~ N(0, 1); A and the step sizes as the selective layer
+    assert np.array_equal(p["B"], np.ones((E, N)))
+    assert abs(p["C"].mean()) < 0.05 and abs(p["C"].std() - 1) < 0.05
+    assert np.array_equal(p["A_log"], np.broadcast_to(np.log(np.arange(1.0, N + 1)), (E, N)))
+    dt = np.log1p(np.exp(p["dt_bias"]))
+    assert dt.min() >= 1e-3 * (1 - 1e-9) and dt.max() <= 1e-1 * (1 + 1e-9)
+    # the same seed gives the selective layer the same front end and step sizes
+    a = init_mamba_layer(np.random.default_rng(5), D)
+    b = init_mamba_layer(np.random.default_rng(5), D, selective=False)
+    assert all(np.array_equal(a[k], b[k]) for k in ("in_proj", "conv_weight", "conv_bias", "dt_bias"))
+    block = init_mamba_block(rng, 6, N=5, selective=False, dtype=np.float32)
+    assert set(block["mixer"]) == set(shapes) and block["mixer"]["C"].dtype == np.float32
+
+
+def test_lti_bad_inputs_name_the_argument(rng):
+    params = init_mamba_layer(rng, 4, N=3, selective=False)
+    x = rng.standard_normal((2, 5, 4))
+    with pytest.raises(ValueError, match="selective: expected True or False"):
+        init_mamba_layer(rng, 4, selective="no")
+    with pytest.raises(ValueError, match=r"params: expected a parameter 'C'"):
+        mamba_layer({k: v for k, v in params.items() if k != "C"}, x)
+    with pytest.raises(ValueError, match=r"params/C: expected shape \(E, N\) = \(8, 3\)"):
+        mamba_layer({**params, "C": params["C"][:, :2]}, x)
+    selective = init_mamba_layer(rng, 4, N=3)
+    with pytest.raises(ValueError, match=r"params: unexpected parameters \['B'\]"):
+        mamba_layer({**selective, "B": params["B"]}, x)  # x_proj and B: which layer is it?

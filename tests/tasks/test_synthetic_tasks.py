@@ -6,6 +6,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from ref.tasks import MQAR, TASKS, Batch, Copying, SelectiveCopying, get_task
+from ref.tasks.synthetic import InductionHeads
 
 
 def _check_batch(task, batch, B):
@@ -55,15 +56,37 @@ def check_mqar(task, batch):
             np.testing.assert_array_equal(x[filler], 0)
 
 
-CHECKS = {"copying": check_copying, "selective_copying": check_copying, "mqar": check_mqar}
+def check_induction_heads(task, batch):
+    V, T, s = task.vocab_size, task.seq_len, task.special_id
+    x, y, m = batch.inputs, batch.targets, batch.loss_mask
+    assert s == V - 1
+    assert np.all(m[:, T - 1]) and not np.any(m[:, : T - 1])  # only the last position is scored
+    np.testing.assert_array_equal(x[:, T - 1], s)
+    first = x[:, : T - 1] == s  # (B, T - 1)
+    assert np.all(first.sum(1) == 1)  # s occurs exactly once before the end ...
+    p = np.argmax(first, axis=1)
+    assert p.max() <= T - 3  # ... and is followed by an ordinary token
+    np.testing.assert_array_equal(y[:, T - 1], x[np.arange(len(x)), p + 1])
+    assert np.all(y[:, T - 1] < s)
+
+
+CHECKS = {
+    "copying": check_copying,
+    "selective_copying": check_copying,
+    "mqar": check_mqar,
+    "induction_heads": check_induction_heads,
+}
 
 
 def test_registry():
-    assert set(TASKS) == {"copying", "selective_copying", "mqar"}
+    assert set(TASKS) == {"copying", "selective_copying", "mqar", "induction_heads"}
     assert TASKS["mqar"] is MQAR and TASKS["copying"] is Copying and TASKS["selective_copying"] is SelectiveCopying
+    assert TASKS["induction_heads"] is InductionHeads
     task = get_task("mqar", num_pairs=4, seq_len=64)
     assert task == MQAR(num_pairs=4, seq_len=64) and task.num_queries == 4 and task.key_vocab_size == 31
-    with pytest.raises(ValueError, match="name: expected one of 'copying', 'selective_copying', 'mqar', got 'mqr'"):
+    with pytest.raises(
+        ValueError, match="name: expected one of 'copying', 'selective_copying', 'mqar', 'induction_heads', got 'mqr'"
+    ):
         get_task("mqr")
     with pytest.raises(
         ValueError, match="num_pair: not a parameter of task 'mqar'; expected one of vocab_size, seq_len"
@@ -91,6 +114,8 @@ def test_sizes():
     assert (t.blank_id, t.marker_id) == (0, 6)
     m = MQAR(vocab_size=64, seq_len=128, num_pairs=8)
     assert m.key_range == (1, 32) and m.value_range == (32, 64) and m.num_slots == 56
+    ih = InductionHeads()  # Mamba's setting: vocab 16, trained at length 256
+    assert (ih.vocab_size, ih.seq_len, ih.special_id) == (16, 256, 15)
 
 
 def test_copying_worked_example():
@@ -122,6 +147,33 @@ def test_selective_copying_scatters_the_data(rng):
     batch = task.sample(rng, 200)
     first = np.argmax(batch.inputs[:, :24] != 0, axis=1)  # position of the first data token
     assert first.min() == 0 and first.max() > 5  # not always at the start, unlike copying
+
+
+def test_induction_heads_worked_example():
+    task = InductionHeads(vocab_size=5, seq_len=8)
+    batch = task.sample(np.random.default_rng(3), 1)
+    x = batch.inputs[0]
+    p = int(np.flatnonzero(x[:7] == 4)[0])  # the planted special token s = 4
+    assert x[7] == 4 and batch.targets[0, 7] == x[p + 1]
+    np.testing.assert_array_equal(batch.loss_mask[0], [0, 0, 0, 0, 0, 0, 0, 1])
+    np.testing.assert_array_equal(batch.targets[0, :7], 0)
+
+
+@given(vocab_size=st.integers(3, 20), seq_len=st.integers(3, 40), seed=st.integers(0, 2**32 - 1))
+def test_induction_heads_structure_for_any_config(vocab_size, seq_len, seed):
+    task = InductionHeads(vocab_size=vocab_size, seq_len=seq_len)
+    batch = task.sample(np.random.default_rng(seed), 7)
+    _check_batch(task, batch, 7)
+    check_induction_heads(task, batch)
+
+
+def test_induction_heads_plants_s_anywhere_and_answers_uniformly(rng):
+    task = InductionHeads(vocab_size=6, seq_len=20)
+    batch = task.sample(rng, 4000)
+    p = np.argmax(batch.inputs[:, :19] == 5, axis=1)
+    assert p.min() == 0 and p.max() == 17  # positions 0 .. T - 3, all reached
+    counts = np.bincount(batch.targets[:, -1], minlength=5)
+    assert counts.min() > 0.8 * 4000 / 5  # the answer is any of the 5 ordinary tokens, about equally
 
 
 @given(
@@ -215,6 +267,9 @@ def test_batch_accuracy(rng):
         ("mqar", {"num_pairs": True}, "num_pairs: expected an integer >= 1, got True"),
         ("mqar", {"power_a": 0}, "power_a: expected a positive number or None, got 0"),
         ("mqar", {"random_filler": 1}, "random_filler: expected a bool, got 1"),
+        ("induction_heads", {"vocab_size": 2}, r"vocab_size: expected an integer >= 3 \(at least two ordinary"),
+        ("induction_heads", {"seq_len": 2}, r"seq_len: expected an integer >= 3 \(the special token"),
+        ("induction_heads", {"seq_len": 8.0}, "seq_len: expected an integer >= 3"),
     ],
 )
 def test_bad_configs(name, config, match):
@@ -228,3 +283,60 @@ def test_bad_sample_arguments():
         task.sample(0, 4)
     with pytest.raises(ValueError, match="batch_size: expected an integer >= 1, got 0"):
         task.sample(np.random.default_rng(0), 0)
+
+
+# --- the continuous delayed copy (a regression task, not in TASKS) -------------------------------
+
+
+def test_delayed_copy_structure(rng):
+    from ref.tasks.synthetic import DelayedCopy, SignalBatch
+
+    task = DelayedCopy(seq_len=20, lag=7)
+    batch = task.sample(rng, 5)
+    assert isinstance(batch, SignalBatch) and "delayed_copy" not in TASKS
+    assert batch.inputs.shape == batch.targets.shape == (5, 20, 1) and batch.loss_mask.shape == (5, 20)
+    assert batch.inputs.dtype == batch.targets.dtype == np.float64 and batch.loss_mask.dtype == bool
+    np.testing.assert_array_equal(batch.targets[:, 7:], batch.inputs[:, :13])  # y_t = u_{t - lag}
+    np.testing.assert_array_equal(batch.targets[:, :7], 0)
+    assert not batch.loss_mask[:, :7].any() and batch.loss_mask[:, 7:].all()
+    a, b = task.sample(np.random.default_rng(3), 4), task.sample(np.random.default_rng(3), 4)
+    np.testing.assert_array_equal(a.inputs, b.inputs)
+
+
+def test_delayed_copy_is_white_noise_and_mse_scores_it():
+    from ref.tasks.synthetic import DelayedCopy
+
+    batch = DelayedCopy().sample(np.random.default_rng(0), 400)  # T = 256, lag = 128 by default
+    u = batch.inputs[..., 0]
+    assert abs(u.mean()) < 0.01 and abs(u.var() - 1) < 0.01
+    assert abs(np.mean(u[:, 1:] * u[:, :-1])) < 0.01  # uncorrelated in time: nothing to predict
+    assert batch.mse(batch.targets) == 0.0
+    assert abs(batch.mse(np.zeros_like(batch.inputs)) - 1) < 0.02  # predicting 0 scores the variance
+    with pytest.raises(ValueError, match=r"predictions: expected shape \(B, T, 1\) = \(400, 256, 1\)"):
+        batch.mse(batch.targets[:, 1:])
+
+
+@pytest.mark.parametrize(
+    "config, match",
+    [
+        ({"lag": 0}, "lag: expected an integer >= 1, got 0"),
+        ({"lag": 256}, r"lag: expected an integer in \[1, seq_len - 1 = 255\]"),
+        ({"seq_len": 1}, "seq_len: expected an integer >= 2, got 1"),
+        ({"lag": 2.0}, "lag: expected an integer >= 1, got 2.0"),
+    ],
+)
+def test_delayed_copy_bad_configs(config, match):
+    from ref.tasks.synthetic import DelayedCopy
+
+    with pytest.raises(ValueError, match=match):
+        DelayedCopy(**config)
+
+
+def test_signal_batch_validates():
+    from ref.tasks.synthetic import SignalBatch
+
+    x = np.zeros((2, 5, 1))
+    with pytest.raises(ValueError, match=r"inputs: expected shape \(B, T, 1\), got \(2, 5\)"):
+        SignalBatch(x[..., 0], x[..., 0], np.ones((2, 5), bool))
+    with pytest.raises(ValueError, match="loss_mask: expected dtype bool"):
+        SignalBatch(x, x, np.ones((2, 5)))
