@@ -79,7 +79,7 @@ PAPERS: tuple[Paper, ...] = (
     Paper('quantum_creep', 'Let the Quantum Creep In: Designing Quantum Neural Network Models by Gradually Swapping Out Classical Components', '2409.17583', 2024, 'quantum', issues=()),
     Paper('recoding_latent', 'Recoding latent sentence representations -- Dynamic gradient-based activation modification in RNNs', '2101.00674', 2021, 'recurrent', issues=(6,)),
     Paper('diffusion_hallucinations', 'Understanding Hallucinations in Diffusion Models through Mode Interpolation', '2406.09358', 2024, 'generative', issues=()),
-    Paper('mamba', 'Mamba: Linear-Time Sequence Modeling with Selective State Spaces', '2312.00752', 2023, 'state space', issues=(5,), module='ref/models/mamba.py', tests='tests/models/test_mamba.py'),
+    Paper('mamba', 'Mamba: Linear-Time Sequence Modeling with Selective State Spaces', '2312.00752', 2023, 'state space', issues=(5,), module='ref/models/mamba.py', lesson='lessons/07_mamba_selective_copying.py', figure='figures/07_mamba_selective_copying.png', tests='tests/models/test_mamba.py'),
     Paper('image_text_matching', 'Deep Learning Applied to Image and Text Matching', '1601.03478', 2016, 'multimodal', issues=()),
     Paper('vir', 'ViR: Vision Retention Networks', '2310.19731', 2023, 'linear attention', issues=(4,), module='ref/models/vir.py', lesson='lessons/04_vir_digits.py', figure='figures/04_vir_digits.png', tests='tests/models/test_vir.py'),
     Paper('mom', 'MoM: Linear Sequence Modeling with Mixture-of-Memories', '2502.13685', 2025, 'linear attention', issues=(4,), module='ref/models/mom.py', lesson='lessons/06_mom_recall.py', figure='figures/06_mom_recall.png', tests='tests/models/test_mom.py'),

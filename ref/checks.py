@@ -78,3 +78,37 @@ def one_of(value, name: str, choices) -> object:
     if value not in choices:
         raise ValueError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
     return value
+
+
+def sequence_input(x, name: str, D: int, dtype, D_from: str = "from the parameters") -> np.ndarray:
+    """A model's input x (B, T, D): D columns as the parameters say, T >= 1, their dtype."""
+    x = float_array(x, name, ndim=3, dims="(B, T, D)")
+    if x.shape[2] != D:
+        raise ValueError(f"{name}: expected shape (B, T, D) with D = {D} ({D_from}), got {x.shape}")
+    nonempty_time(x.shape[1], name)
+    same_dtype(x, name, dtype, "the dtype of the parameters")
+    return x
+
+
+def state_part(x, name: str, shape: tuple, dims: str, dtype) -> np.ndarray:
+    """One array of a decode state: the shape the input and the parameters imply, their dtype."""
+    x = float_array(x, name, ndim=len(shape), dims=dims)
+    same_shape(x, name, shape, dims, "from x and the parameters")
+    same_dtype(x, name, dtype, "the dtype of the parameters")
+    return x
+
+
+def output_cotangent(dy, name: str, shape: tuple, dtype, dims: str = "(B, T, D)") -> np.ndarray:
+    """A cotangent: the shape and dtype of the output it belongs to."""
+    dy = float_array(dy, name, ndim=len(shape), dims=dims)
+    same_shape(dy, name, shape, dims, "the shape of the output")
+    same_dtype(dy, name, dtype, "the dtype of the output")
+    return dy
+
+
+def form_options(mode, chunk_size, forms) -> tuple:
+    """``mode`` one of ``forms``; ``chunk_size`` an integer >= 1 when the mode is "chunked"."""
+    one_of(mode, "mode", forms)
+    if mode == "chunked":
+        chunk_size = positive_int(chunk_size, "chunk_size")
+    return mode, chunk_size

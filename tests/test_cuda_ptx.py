@@ -11,7 +11,12 @@ import importlib.util
 import numpy as np
 import pytest
 
-CUDA_MODULES = ["numba_kernels.scan_cuda", "numba_kernels.gla_cuda"]
+CUDA_MODULES = [
+    "numba_kernels.scan_cuda",
+    "numba_kernels.gla_cuda",
+    "numba_kernels.selective_scan_cuda",
+    "numba_kernels.attention_cuda",
+]
 
 
 def _toolchain():

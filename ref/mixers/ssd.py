@@ -24,6 +24,10 @@ leaves every state unchanged):
 (Acs = the cumulative sum of A within the chunk.) Steps 1, 2 and 4 are independent per chunk;
 step 3 is a small (chunks x chunks) product.
 
+``ssd_chunked(..., backend="numba")`` runs the same four steps as compiled CPU kernels
+(``numba_kernels.ssd_cpu``: parallel over batch, head and chunk, step 3 over chunks); its backward
+runs there too.
+
 Backward: each step's gradient in reverse order for dX, dB, dC and the initial state; dA from the
 identity dA_t = sum_{t' >= t} (C . dC - B . dB)_t' (+ the final state's term), as for GLA
 (``ref.mixers.gla._inputs.gate_gradient``): the decays enter only through exp(Acs_t - Acs_s)
@@ -37,6 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ref import checks
+from ref.backend import resolve
 from ref.mixers.simple_gla import (
     simple_gla_decay_matrix,
     simple_gla_decay_matrix_backward,
@@ -151,6 +156,20 @@ class SSDChunkCache:
     has_initial: bool
 
 
+@dataclass(frozen=True)
+class SSDKernelCache:
+    """What the numba kernels' backward needs: the inputs and the chunk-entering states."""
+
+    X: np.ndarray  # (b, l, h, p)
+    A: np.ndarray  # (b, l, h)
+    B: np.ndarray  # (b, l, h, n)
+    C: np.ndarray  # (b, l, h, n)
+    states: np.ndarray  # (b, c+1, h, p, n): entering each chunk, then the final state
+    block_len: int
+    has_initial: bool
+    backend: str
+
+
 def _chunk(x, c, L):
     """(b, l, ...) padded with zeros to c*L steps and split: (b, c, L, ...)."""
     pad = c * L - x.shape[1]
@@ -158,10 +177,19 @@ def _chunk(x, c, L):
     return x.reshape(x.shape[0], c, L, *x.shape[2:])
 
 
-def ssd_chunked(X, A, B, C, *, block_len: int = 64, initial_states=None):
-    """The four steps (3)-(6) of ``ssd_minimal`` over chunks of ``block_len``; any length l."""
+def ssd_chunked(X, A, B, C, *, block_len: int = 64, initial_states=None, backend: str = "numpy"):
+    """The four steps (3)-(6) of ``ssd_minimal`` over chunks of ``block_len``; any length l.
+
+    backend: "numpy" (below), "numba" (``numba_kernels.ssd_cpu``) or "auto"."""
     X, A, B, C, initial_states = check_inputs(X, A, B, C, initial_states)
     L = checks.positive_int(block_len, "block_len")
+    backend = resolve(backend, ("numpy", "numba"), "ssd_chunked")
+    if backend == "numba":
+        from numba_kernels.ssd_cpu import ssd_cpu_chunked
+
+        Y, states = ssd_cpu_chunked(X, A, B, C, initial_states, L)
+        cache = SSDKernelCache(X, A, B, C, states, L, initial_states is not None, backend)
+        return Y, states[:, -1].copy(), cache
     b, l, h, p = X.shape
     n = B.shape[3]
     c = -(-l // L)
@@ -171,7 +199,10 @@ def ssd_chunked(X, A, B, C, *, block_len: int = 64, initial_states=None):
 
     # 1. intra-chunk (diagonal blocks), (3)
     Lmat = np.exp(segsum(Ac))  # (b, h, c, L, L)
-    Y_diag = np.einsum("bclhn,bcshn,bhcls,bcshp->bclhp", Cc, Bc, Lmat, Xc)
+    # (ssd_minimal writes this as one four-operand einsum; NumPy, unlike torch, would evaluate that
+    # as one nested loop over all seven indices, so the masked scores W come first, as in the backward)
+    W = np.einsum("bclhn,bcshn,bhcls->bchls", Cc, Bc, Lmat)  # (b, c, h, L, L): C_l . B_s L_ls
+    Y_diag = np.einsum("bchls,bcshp->bclhp", W, Xc)  # (b, c, L, h, p)
     # 2. the state each chunk produces from a zero start, (4)
     decay_states = np.exp(Acs[..., -1:] - Acs)  # (b, h, c, L)
     states = np.einsum("bclhn,bhcl,bclhp->bchpn", Bc, decay_states, Xc)  # (b, c, h, p, n)
@@ -193,6 +224,8 @@ def ssd_chunked(X, A, B, C, *, block_len: int = 64, initial_states=None):
 
 def ssd_chunked_backward(dY, dfinal_state, cache: SSDChunkCache):
     """Gradients ``(dX, dA, dB, dC, dinitial_states)``: steps 4, 3, 2, 1 in reverse, dA by the identity."""
+    if isinstance(cache, SSDKernelCache):
+        return _chunked_backward_on_kernels(dY, dfinal_state, cache)
     Xc, Bc, Cc = cache.X, cache.B, cache.C
     b, c, L, h, p = Xc.shape
     n = Bc.shape[-1]
@@ -233,6 +266,20 @@ def ssd_chunked_backward(dY, dfinal_state, cache: SSDChunkCache):
     if dfinal_state is not None:
         dA = dA + (dfinal_state * cache.final_state).sum(axis=(-1, -2))[:, None]
     return np.ascontiguousarray(dX), dA, np.ascontiguousarray(dB), np.ascontiguousarray(dC), dinit
+
+
+def _chunked_backward_on_kernels(dY, dfinal_state, cache: SSDKernelCache):
+    from numba_kernels.ssd_cpu import ssd_cpu_chunked_backward
+
+    b, l, h, p = cache.X.shape
+    n = cache.B.shape[3]
+    dY = checks.float_array(dY, "dY", ndim=4, dims="(b, l, h, p)")
+    checks.same_shape(dY, "dY", (b, l, h, p), "(b, l, h, p)", "the shape of Y")
+    if dfinal_state is not None:
+        dfinal_state = checks.float_array(dfinal_state, "dfinal_state", ndim=4, dims="(b, h, p, n)")
+        checks.same_shape(dfinal_state, "dfinal_state", (b, h, p, n), "(b, h, p, n)", "the shape of final_state")
+    return ssd_cpu_chunked_backward(cache.X, cache.A, cache.B, cache.C, cache.states, dY, dfinal_state, cache.block_len,
+                                    cache.has_initial)
 
 
 FORMS = {

@@ -231,13 +231,7 @@ def _layer_spec(params, where: str):
 
 
 def _check_x(x, D: int, dtype, name: str = "x") -> np.ndarray:
-    x = checks.float_array(x, name, ndim=3, dims="(B, T, D)")
-    if x.shape[2] != D:
-        raise ValueError(f"{name}: expected shape (B, T, D) with D = {D} (from the parameters), got {x.shape}")
-    checks.nonempty_time(x.shape[1], name)
-    checks.same_dtype(x, name, dtype, "the dtype of the parameters")
-    checks.finite(x, name)
-    return x
+    return checks.finite(checks.sequence_input(x, name, D, dtype), name)
 
 
 def _scan_options(mode, chunk_size, backend) -> dict:

@@ -300,19 +300,11 @@ def _mamba_spec(params, where: str) -> _Sizes:
 
 def _check_x(x, sizes: _Sizes, name: str = "x") -> np.ndarray:
     """x (B, T, D) in the dtype of the parameters, T >= 1."""
-    x = checks.float_array(x, name, ndim=3, dims="(B, T, D)")
-    if x.shape[2] != sizes.D:
-        raise ValueError(f"{name}: expected shape (B, T, D) with D = {sizes.D} (the rows of in_proj), got {x.shape}")
-    checks.nonempty_time(x.shape[1], name)
-    checks.same_dtype(x, name, sizes.dtype, "the dtype of the parameters")
-    return x
+    return checks.sequence_input(x, name, sizes.D, sizes.dtype, "the rows of in_proj")
 
 
 def _check_options(mode, chunk_size):
-    checks.one_of(mode, "mode", MIXER_FORMS)
-    if mode == "chunked":
-        chunk_size = checks.positive_int(chunk_size, "chunk_size")
-    return mode, chunk_size
+    return checks.form_options(mode, chunk_size, MIXER_FORMS)
 
 
 def _check_state(state, Bn: int, sizes: _Sizes):
@@ -322,20 +314,13 @@ def _check_state(state, Bn: int, sizes: _Sizes):
     if not isinstance(state, tuple) or len(state) != 2:
         raise ValueError(f"state: expected None or a pair (conv, ssm) from a previous call, got {state!r:.100}")
     conv, ssm = state
-    conv = checks.float_array(conv, "state.conv", ndim=3, dims="(B, W-1, E)")
-    checks.same_shape(conv, "state.conv", (Bn, sizes.W - 1, sizes.E), "(B, W-1, E)", "from x and the parameters")
-    checks.same_dtype(conv, "state.conv", sizes.dtype, "the dtype of the parameters")
-    ssm = checks.float_array(ssm, "state.ssm", ndim=3, dims="(B, E, N)")
-    checks.same_shape(ssm, "state.ssm", (Bn, sizes.E, sizes.N), "(B, E, N)", "from x and the parameters")
-    checks.same_dtype(ssm, "state.ssm", sizes.dtype, "the dtype of the parameters")
+    conv = checks.state_part(conv, "state.conv", (Bn, sizes.W - 1, sizes.E), "(B, W-1, E)", sizes.dtype)
+    ssm = checks.state_part(ssm, "state.ssm", (Bn, sizes.E, sizes.N), "(B, E, N)", sizes.dtype)
     return MambaState(conv, ssm)
 
 
 def _check_cotangent(dy, shape: tuple, dtype) -> np.ndarray:
-    dy = checks.float_array(dy, "dy", ndim=3, dims="(B, T, D)")
-    checks.same_shape(dy, "dy", shape, "(B, T, D)", "the shape of the output")
-    checks.same_dtype(dy, "dy", dtype, "the dtype of the output")
-    return dy
+    return checks.output_cotangent(dy, "dy", shape, dtype)
 
 
 def _channels_first(a: np.ndarray) -> np.ndarray:

@@ -10,6 +10,11 @@ Backward. With dx the total gradient of the state x_t (carried backwards in time
     da_t = dx_t x_{t-1},   db_t = dx_t,       dinitial_state = a_0 dx_0
 
 then (da, db) go back through the discretisation to delta, A, B and u (``discretize_backward``).
+
+Backends: ``backend="numba"`` runs the fused CPU kernels of ``numba_kernels.selective_scan_cpu``
+(discretisation, scan and readout in one pass per channel; the backward recomputes the states from
+checkpoints instead of keeping all of them), ``"cuda"`` the thread-per-channel kernels of
+``numba_kernels.selective_scan_cuda``; the backward runs on the forward's backend.
 """
 
 from __future__ import annotations
@@ -35,9 +40,13 @@ def selective_scan_recurrent(
 
     Returns ``out`` (B, D, L), ``last_state`` (B, D, N) or None (unless ``return_last_state``), cache.
     ``initial_state`` (B, D, N) is an extension (mamba_ssm has none).
+    backend: "numpy" (this loop), "numba" (``numba_kernels.selective_scan_cpu``), "cuda" (a thread
+    per channel, ``numba_kernels.selective_scan_cuda``) or "auto".
     """
     inp = check_inputs(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state=initial_state)
-    backend = resolve(backend, ("numpy",), "selective_scan_recurrent")
+    backend = resolve(backend, ("numpy", "numba", "cuda"), "selective_scan_recurrent")
+    if backend != "numpy":
+        return forward_on_kernels(inp, backend, return_last_state)
     delta_eff, a, b = discretize(inp)  # (B, L, D, N)
     Bn, L, Dn, N = a.shape
     x = np.empty_like(a)  # (B, L, D, N): every state, for the backward
@@ -52,6 +61,8 @@ def selective_scan_recurrent(
 
 def selective_scan_recurrent_backward(dout, dlast_state, cache: SSCache):
     """Gradients ``(du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dinitial_state)`` (None if absent)."""
+    if cache.backend != "numpy":
+        return backward_on_kernels(dout, dlast_state, cache)
     inp, a, x = cache.inp, cache.a, cache.x
     dout, dlast_state = check_cotangents(dout, dlast_state, cache)
     dx_out, dC, dD, dz, du = readout_backward(dout, x, cache.y, inp)
@@ -68,3 +79,41 @@ def selective_scan_recurrent_backward(dout, dlast_state, cache: SSCache):
     dinitial_state = None if inp.initial_state is None else g
     ddelta, dA, dB, ddelta_bias, du = discretize_backward(da, db, a, cache.delta, inp, du)
     return du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dinitial_state
+
+
+# --- the numba kernels (shared with the chunked form's "cuda" backend) ---------------------------
+
+
+def _kernels(backend: str, chunk_size: int):
+    """(forward, backward) kernel functions: the CPU kernels, or the CUDA ones (time-chunked when
+    ``chunk_size`` is set)."""
+    if backend == "numba":
+        from numba_kernels.selective_scan_cpu import selective_scan_cpu, selective_scan_cpu_backward
+
+        return selective_scan_cpu, selective_scan_cpu_backward
+    from numba_kernels import selective_scan_cuda as k
+
+    if chunk_size:
+        return (
+            lambda *args: k.selective_scan_cuda_chunked(*args, chunk_size=chunk_size),
+            lambda *args: k.selective_scan_cuda_chunked_backward(*args, chunk_size=chunk_size),
+        )
+    return k.selective_scan_cuda, k.selective_scan_cuda_backward
+
+
+def forward_on_kernels(inp, backend: str, return_last_state: bool, chunk_size: int = 0):
+    """The forward on the numba kernels: the cache keeps the inputs and the kernels' saved states
+    (a state every few steps), not the (B, L, D, N) arrays of the NumPy forms."""
+    forward, _ = _kernels(backend, chunk_size)
+    args = (inp.u, inp.delta_raw, inp.A, inp.B, inp.C, inp.D, inp.z, inp.delta_bias, inp.delta_softplus)
+    out, last, saved = forward(*args, inp.initial_state)
+    cache = SSCache(inp, None, None, None, None, return_last_state, backend, chunk_size, saved)
+    return out, (last if return_last_state else None), cache
+
+
+def backward_on_kernels(dout, dlast_state, cache: SSCache):
+    inp = cache.inp
+    dout, dlast_state = check_cotangents(dout, dlast_state, cache)
+    _, backward = _kernels(cache.backend, cache.chunk_size)
+    args = (inp.u, inp.delta_raw, inp.A, inp.B, inp.C, inp.D, inp.z, inp.delta_bias, inp.delta_softplus)
+    return backward(*args, inp.initial_state, cache.scan, dout, dlast_state)
