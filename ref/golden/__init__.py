@@ -6,8 +6,10 @@ Each op module registers itself on import; add new op modules to the import list
 from ref.golden import (  # noqa: F401  (importing a module registers its op)
     attention,
     gla,
+    gru,
     linear_attn,
     linear_scan,
+    lstm,
     retention,
     s4d_kernel,
     selective_scan,
