@@ -40,3 +40,15 @@ def test_ssm_benchmark_smoke(tmp_path):
     assert "load_average" in saved["machine"]
     table = (tmp_path / "bench_ssm.md").read_text()
     assert "| op | size | dtype | pass | NumPy | numba | speed-up | target |" in table
+
+
+def test_attention_benchmark_smoke(tmp_path):
+    result = BENCHMARKS["attention"](tmp_path, smoke=True)
+    saved = json.loads((tmp_path / "bench_attention.json").read_text())
+    assert result["smoke"] is True and [r["T"] for r in saved["rows"]] == [64, 128]
+    for row in saved["rows"]:
+        assert {"numpy", "numba"} <= set(row["seconds"]) and set(row["peak_bytes"]) == {"numpy", "numba"}
+        assert row["peak_bytes"]["numpy"]["forward+backward"] > row["peak_bytes"]["numba"]["forward+backward"] > 0
+    assert {"memory linear in T", "faster than numpy at every T"} <= set(saved["targets"])
+    table = (tmp_path / "bench_attention.md").read_text()
+    assert "| T | pass | NumPy | numba | torch SDPA |" in table

@@ -15,6 +15,7 @@ CUDA_MODULES = [
     "numba_kernels.scan_cuda",
     "numba_kernels.gla_cuda",
     "numba_kernels.selective_scan_cuda",
+    "numba_kernels.attention_cuda",
 ]
 
 

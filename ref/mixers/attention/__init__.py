@@ -9,7 +9,9 @@ query head h reads key/value head h // (HQ / H). scale defaults to K^-0.5. The m
 S != T the last query is aligned with the last key (``masks``). A fully masked row gives o = 0
 and zero gradients.
 
-* ``attention_parallel``: all rows at once, O(T S) memory (training, prefill).
+* ``attention_parallel``: all rows at once, O(T S) memory (training, prefill); with
+  ``backend="numba"`` or ``"cuda"`` the FlashAttention-style tiled kernels of ``numba_kernels``
+  (online softmax, O(T) memory, fully masked tiles skipped), the backward on the same backend.
 * ``attention_recurrent``: T decode steps over a growing KV cache (inference), for the masks
   under which no query sees a later key.
 * ``attention_decode_step`` with ``KVCache``: the public single step of decoding.

@@ -28,6 +28,7 @@ class AttentionCache:
     lse: np.ndarray  # (B, T, HQ)
     scale: float
     mask: MaskSpec
+    backend: str = "numpy"  # where the forward ran; the backward runs there too
 
 
 def check_scale(scale, K: int) -> float:

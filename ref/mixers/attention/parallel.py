@@ -53,6 +53,23 @@ def _scores(q, k, scale, G):
     return scale * (qh @ np.swapaxes(kh, -1, -2))
 
 
+def _kernels(backend):
+    """(forward, backward) of the jitted kernels of ``backend``, imported only when used."""
+    if backend == "numba":
+        from numba_kernels.attention_cpu import attention_cpu, attention_cpu_backward
+
+        return attention_cpu, attention_cpu_backward
+    from numba_kernels.attention_cuda import attention_cuda, attention_cuda_backward
+
+    return attention_cuda, attention_cuda_backward
+
+
+def _mask_arguments(spec):
+    """The mask as the kernels take it: (mask kind or boolean array, window, chunk_size, prefix_len)."""
+    mask = spec.array if spec.kind == "array" else spec.kind
+    return mask, spec.window, spec.chunk_size, spec.prefix_len
+
+
 def attention_parallel(
     q, k, v, *, mask="causal", scale=None, window=None, prefix_len=None, chunk_size=None, backend: str = "numpy"
 ):
@@ -67,13 +84,20 @@ def attention_parallel(
 
     Returns ``o`` (B, T, HQ, V) and the cache, which keeps the log-sum-exp of every row,
     ``cache.lse`` (B, T, HQ). A fully masked row gives o = 0 and lse = -inf.
+
+    backend: "numpy" (this file, O(T S) memory), "numba" (``numba_kernels.attention_cpu``) or
+    "cuda" (``numba_kernels.attention_cuda``): FlashAttention-style tiles, O(T) memory; or "auto".
+    The backward runs on the same backend.
     """
     q, k, v, scale = check_inputs(q, k, v, scale)
-    resolve(backend, ("numpy",), "attention_parallel")  # NumPy only, so far
+    backend = resolve(backend, ("numpy", "numba", "cuda"), "attention_parallel")
     B, T, HQ, _ = q.shape
     _, S, H, _ = k.shape
     G = HQ // H
     spec = make_mask(mask, window=window, prefix_len=prefix_len, chunk_size=chunk_size, B=B, HQ=HQ, T=T, S=S)
+    if backend != "numpy":
+        o, lse = _kernels(backend)[0](q, k, v, scale, *_mask_arguments(spec))
+        return o, AttentionCache(q=q, k=k, v=v, o=o, lse=lse, scale=scale, mask=spec, backend=backend)
     M = dense(spec, T, S)  # (B|1, HQ|1, T, S)
 
     s = _scores(q, k, scale, G)  # (1): (B, HQ, T, S)
@@ -95,6 +119,9 @@ def attention_parallel_backward(do, cache: AttentionCache):
     """Gradients ``(dq, dk, dv)`` by (6)-(10); dk and dv summed over the query heads of each group."""
     do = check_cotangent(do, cache)
     q, k, v, scale = cache.q, cache.k, cache.v, cache.scale
+    if cache.backend != "numpy":
+        backward = _kernels(cache.backend)[1]
+        return backward(q, k, v, cache.o, cache.lse, do, scale, *_mask_arguments(cache.mask))
     T, HQ = q.shape[1:3]
     S, H = k.shape[1:3]
     G = HQ // H
