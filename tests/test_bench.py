@@ -52,3 +52,15 @@ def test_attention_benchmark_smoke(tmp_path):
     assert {"memory linear in T", "faster than numpy at every T"} <= set(saved["targets"])
     table = (tmp_path / "bench_attention.md").read_text()
     assert "| T | pass | NumPy | numba | torch SDPA |" in table
+
+
+def test_bench_without_a_name_runs_every_benchmark(tmp_path, monkeypatch):
+    """``python -m ref bench --smoke`` runs each registered benchmark once, in order."""
+    from ref import bench
+    from ref.cli import main
+
+    ran = []
+    fake = {name: (lambda out, smoke, name=name: ran.append((name, out, smoke))) for name in BENCHMARKS}
+    monkeypatch.setattr(bench, "BENCHMARKS", fake)
+    assert main(["bench", "--smoke", "--out", str(tmp_path)]) == 0
+    assert ran == [(name, tmp_path, True) for name in BENCHMARKS]

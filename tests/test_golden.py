@@ -95,7 +95,7 @@ def test_cli_errors_exit_with_code_2(tmp_path, rng):
          "--inputs: expected an existing .npz file"),
         (("golden", "run", "linear_scan", "--out", "y.npz"), "the following arguments are required: --inputs"),
         (("lessons", "run", "no_such_lesson"), "lesson: expected one of"),
-        (("bench", "no_such_bench"), "bench: expected one of"),
+        (("bench", "no_such_bench"), "bench: expected all or one of"),
     ]
     for args, message in cases:
         proc = _cli(*args)
