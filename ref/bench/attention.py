@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ref.bench.machine import describe
+from ref.bench.machine import describe, load_average
 from ref.io import write_json, write_text
 from ref.mixers.attention import attention_parallel, attention_parallel_backward
 
@@ -41,13 +41,6 @@ TORCH_FACTOR = 3.0  # numba forward + backward within this factor of torch SDPA
 LINEAR_EXPONENT = 1.15  # peak memory ~ T^exponent between the two largest T: 1 is linear, 2 quadratic
 PASSES = ("forward", "forward+backward")
 PAUSE_S = 0.2  # idle time before each timed call (``time_paused``)
-
-
-def _load() -> list[float]:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return []
 
 
 def _torch():
@@ -141,7 +134,7 @@ def run(out_dir: Path, smoke: bool = False) -> dict:
     B, H, K = (1, 2, 16) if smoke else (1, 4, 64)
     sizes = SMOKE_SIZES if smoke else SIZES
     dtype = np.float32
-    load_before = _load()
+    load_before = load_average()
     rows = []
     for T in sizes:
         q, k, v, do = make_inputs(rng, B, T, H, K, K, dtype)
@@ -171,7 +164,7 @@ def run(out_dir: Path, smoke: bool = False) -> dict:
         ) + f" (forward+backward); numba peak {memory['numba']['forward+backward'] / 2**20:.1f} MiB, "
             f"numpy peak {memory['numpy']['forward+backward'] / 2**20:.1f} MiB", flush=True)  # fmt: skip
     machine = describe()
-    machine["load_average"] = dict(before=load_before, after=_load())
+    machine["load_average"] = dict(before=load_before, after=load_average())
     machine["torch"] = torch.__version__ if torch is not None else None
     result = dict(
         benchmark="attention", smoke=smoke, machine=machine, size=dict(B=B, H=H, K=K, V=K, mask="causal"),

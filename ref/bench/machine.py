@@ -43,6 +43,14 @@ def describe() -> dict:
     )
 
 
+def load_average() -> list[float]:
+    """The 1, 5 and 15 minute load averages (empty where the OS has none): how shared the machine was."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
 def copy_bandwidth(n_bytes: int = 256 * 2**20, repeats: int = 5) -> float:
     """Bytes per second moved by ``np.copyto`` (read + write counted), median of ``repeats``."""
     src = np.ones(n_bytes // 8)

@@ -21,12 +21,11 @@ Target: numba >= 10x NumPy for the selective scan (forward, backward and both).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
-from ref.bench.machine import describe, time_interleaved
+from ref.bench.machine import describe, load_average, time_interleaved
 from ref.io import write_json, write_text
 from ref.mixers.selective_scan import selective_scan_recurrent, selective_scan_recurrent_backward
 from ref.mixers.ssd import ssd_chunked, ssd_chunked_backward
@@ -34,13 +33,6 @@ from ref.mixers.ssd import ssd_chunked, ssd_chunked_backward
 TARGET = 10.0  # minimum speed-up of numba over NumPy for the selective scan
 BACKENDS = ("numpy", "numba")
 PASSES = ("forward", "backward", "forward+backward")
-
-
-def _load() -> list[float]:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return []
 
 
 def selective_scan_inputs(B, D, N, L, dtype, rng):
@@ -119,7 +111,7 @@ def run(out_dir: Path, smoke: bool = False) -> dict:
     block_len = 16 if smoke else 64
     ss_dtypes = [np.float32] if smoke else [np.float32, np.float64]
     repeats = 1 if smoke else 3
-    load_before = _load()
+    load_before = load_average()
     rows = []
     for dtype in ss_dtypes:
         args, dout = selective_scan_inputs(*ss_size.values(), dtype, rng)
@@ -133,7 +125,7 @@ def run(out_dir: Path, smoke: bool = False) -> dict:
     print("[bench ssm] SSD chunked float32: " + ", ".join(f"{ps} {rows[-1]['speedup'][ps]:.1f}x" for ps in PASSES),
           flush=True)
     machine = describe()
-    machine["load_average"] = dict(before=load_before, after=_load())
+    machine["load_average"] = dict(before=load_before, after=load_average())
     result = dict(benchmark="ssm", smoke=smoke, machine=machine, target=TARGET, repeats=repeats, rows=rows)
     out_dir = Path(out_dir)
     write_json(out_dir / "bench_ssm.json", result)
