@@ -64,3 +64,22 @@ def test_bench_without_a_name_runs_every_benchmark(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "BENCHMARKS", fake)
     assert main(["bench", "--smoke", "--out", str(tmp_path)]) == 0
     assert ran == [(name, tmp_path, True) for name in BENCHMARKS]
+
+
+def test_scaling_benchmark_smoke(tmp_path):
+    result = BENCHMARKS["scaling"](tmp_path, smoke=True)
+    saved = json.loads((tmp_path / "bench_scaling.json").read_text())
+    assert saved["rows"] == json.loads(json.dumps(result["rows"]))
+    ops = {r["op"] for r in saved["rows"]}
+    assert len(ops) == 3 and all(r["seconds"] > 0 and r["peak_bytes"] > 0 for r in saved["rows"])
+    assert set(saved["slopes"]) == ops
+    table = (tmp_path / "bench_scaling.md").read_text()
+    assert "| op | T | time | peak memory |" in table and "Fitted slopes" in table
+    assert (tmp_path / "bench_scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_scaling_slope_is_the_power_law_exponent():
+    from ref.bench.scaling import fitted_slope
+
+    assert abs(fitted_slope([(T, 3e-6 * T**2) for T in (256, 1024, 4096)]) - 2.0) < 1e-12
+    assert fitted_slope([(256, 1.0)]) is None
