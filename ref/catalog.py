@@ -48,7 +48,7 @@ PAPERS: tuple[Paper, ...] = (
     Paper('matryoshka', 'Matryoshka Representation Learning', '2205.13147', 2022, 'representation learning', issues=()),
     Paper('rnn_review', 'A Critical Review of Recurrent Neural Networks for Sequence Learning', '1506.00019', 2015, 'recurrent', issues=(6,), kind="survey", module='ref/mixers/rnn/__init__.py', tests='tests/mixers/test_rnn.py'),
     Paper('ssm_medical_survey', 'Computation-Efficient Era: A Comprehensive Survey of State Space Models in Medical Image Analysis', '2406.03430', 2024, 'state space', issues=(5,), kind="survey", module='ref/models/cross_scan.py', lesson='lessons/12_ssm_surveys_cross_scan.py', figure='figures/12_ssm_surveys_cross_scan.png', tests='tests/models/test_cross_scan.py'),
-    Paper('languini', 'The Languini Kitchen: Enabling Language Modelling Research at Different Scales of Compute', '2309.11197', 2023, 'attention', issues=(3, 6)),
+    Paper('languini', 'The Languini Kitchen: Enabling Language Modelling Research at Different Scales of Compute', '2309.11197', 2023, 'attention', issues=(3, 6), module='ref/models/qlstm.py', tests='tests/mixers/test_qlstm.py'),
     Paper('sparsey', 'Superposed Episodic and Semantic Memory via Sparse Distributed Representation', '1710.07829', 2017, 'memory', issues=()),
     Paper('brain_like_attention', 'Brain-Like Language Processing via a Shallow Untrained Multihead Attention Network', '2406.15109', 2024, 'attention', issues=(3,)),
     Paper('pointer_networks', 'Pointer Networks', '1506.03134', 2015, 'attention', issues=(3,)),

@@ -12,6 +12,7 @@ pairs over a nested dict of parameters.
 * ``mamba2``: the Mamba-2 (SSD) layer, block and decode step.
 * ``s4``: the deep S4 / S4D model (HiPPO-LegS or random initialisation), convolutional and recurrent forms.
 * ``convs5``: a ConvS5 next-frame model; ``convlstm``: the ConvLSTM baseline (backprop through time).
+* ``qlstm``: the Languini quasi-LSTM layer and block (block-parallel and recurrent forms).
 * ``titans``: the Titans neural memory layer and the MAL and MAC blocks.
 * ``dsf_lm``: softmax, linear and normalised attention blocks of the dynamical-systems-framework lesson.
 * ``lm``: a small decoder-only language model whose blocks are chosen from a registry.

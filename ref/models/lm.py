@@ -20,8 +20,9 @@ backward, step)``:
 
 Registered here: ``"gla"`` (``ref.models.gla``), ``"retnet"`` (``ref.models.retnet``),
 ``"linear"``, plain linear attention: the GLA block whose layer has neither the forget gate nor the
-output gate, ``"mom"`` (``ref.models.mom``, with its load-balancing loss), ``"mamba"``
-(``ref.models.mamba``), ``"mamba2"`` (``ref.models.mamba2``), and softmax attention: ``"llama"`` (RoPE, GQA, SwiGLU) and ``"gpt2"``
+output gate, ``"mom"`` (``ref.models.mom``, with its load-balancing loss), ``"qlstm"``
+(``ref.models.qlstm``, the Languini quasi-LSTM), ``"mamba"`` (``ref.models.mamba``), ``"mamba2"``
+(``ref.models.mamba2``), and softmax attention: ``"llama"`` (RoPE, GQA, SwiGLU) and ``"gpt2"``
 (``ref.models.transformer``). Another mixer plugs in with ``register_block(name, init, forward,
 backward, step)``.
 
@@ -65,6 +66,7 @@ from ref.models.gla import (
 from ref.models.mamba import init_mamba_block, mamba_block, mamba_block_backward, mamba_block_step
 from ref.models.mamba2 import init_mamba2_block, mamba2_block, mamba2_block_backward, mamba2_block_step
 from ref.models.mom import init_mom_block, mom_block, mom_block_backward, mom_block_step
+from ref.models.qlstm import init_qlstm_block, qlstm_block, qlstm_block_backward, qlstm_block_step
 from ref.models.retnet import init_retnet_block, retnet_block, retnet_block_backward, retnet_block_step
 from ref.models.transformer import (
     gpt2_block,
@@ -150,6 +152,7 @@ register_block("gla", init_gla_block, gla_block, gla_block_backward, gla_block_s
 register_block("retnet", init_retnet_block, retnet_block, retnet_block_backward, retnet_block_step)
 register_block("linear", init_linear_block, gla_block, gla_block_backward, gla_block_step)
 register_block("mom", init_mom_block, mom_block, mom_block_backward, mom_block_step, aux_loss=True)
+register_block("qlstm", init_qlstm_block, qlstm_block, qlstm_block_backward, qlstm_block_step)
 # softmax attention: "llama" carries its positions by RoPE; "gpt2" here has none (its learned
 # positions live in ref.models.transformer's GPT-2 LM), so use it only where position comes from
 # content or from other blocks
