@@ -4,7 +4,11 @@
 - ``bpe``: ``train_bpe(text, vocab_size)`` -> ``BPETokenizer`` (byte-level; save/load as JSON).
 - ``corpora``: ``load_text_corpus()`` (Shakespeare), ``load_code_corpus()`` (CPython stdlib),
   ``load_digits()`` (8x8 digits), ``train_val_split``, ``lm_batches``.
-- ``synthetic``: ``get_task("copying" | "selective_copying" | "mqar", **config).sample(rng, B)``.
+- ``synthetic``: ``get_task("copying" | "selective_copying" | "mqar" | "induction_heads", **config)
+  .sample(rng, B)``, and the continuous ``DelayedCopy``.
+- ``rnn_tasks`` (the adding problem, a label from the future), ``moving_square`` (a bouncing
+  square, next-frame prediction) and ``icl_regression`` (in-context linear regression prompts and
+  the reference learners: OLS, ridge, GD, the Bayes posterior mean), imported from their modules.
 
 Nothing is downloaded: the files are in ``ref/tasks/data/`` (origins, licenses, sha256 in
 ``data/SOURCES.md``).
