@@ -67,6 +67,13 @@ def positive_int(value, name: str) -> int:
     return int(value)
 
 
+def positive_float(value, name: str) -> float:
+    """Return ``value`` as a float if it is a real number > 0 (bools refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) or not value > 0:
+        raise ValueError(f"{name}: expected a positive number, got {value!r}")
+    return float(value)
+
+
 def nonempty_time(T: int, name: str) -> int:
     """Sequence lengths must be >= 1: T = 0 has no final state to return."""
     if T < 1:
@@ -112,3 +119,19 @@ def form_options(mode, chunk_size, forms) -> tuple:
     if mode == "chunked":
         chunk_size = positive_int(chunk_size, "chunk_size")
     return mode, chunk_size
+
+
+def query_key_value(q, k, v, k_name: str = "k") -> tuple:
+    """q, k (B, T, H, K) and v (B, T, H, V): T >= 1, shapes and dtypes agreeing with q, finite values."""
+    q = float_array(q, "q", ndim=4, dims="(B, T, H, K)")
+    B, T, H, K = q.shape
+    nonempty_time(T, "q")
+    k = float_array(k, k_name, ndim=4, dims="(B, T, H, K)")
+    same_shape(k, k_name, q.shape, "(B, T, H, K)", "the shape of q")
+    v = float_array(v, "v", ndim=4, dims="(B, T, H, V)")
+    if v.shape[:3] != (B, T, H):
+        raise ValueError(f"v: expected shape (B, T, H, V) with (B, T, H) = {(B, T, H)} (from q), got {v.shape}")
+    for x, name in ((q, "q"), (k, k_name), (v, "v")):
+        same_dtype(x, name, q.dtype, "the dtype of q")
+        finite(x, name)
+    return q, k, v

@@ -613,17 +613,8 @@ def softmax_attention_system(q, k, v, *, scale=None) -> System:
     q, k (B, T, H, K), v (B, T, H, V), the same H (no GQA here). The state map gives the cached
     values (B, H, T, V). See the module docstring for why no fixed N can do this.
     """
-    q = checks.float_array(q, "q", ndim=4, dims="(B, T, H, K)")
+    q, k, v = checks.query_key_value(q, k, v)
     Bn, T, H, K = q.shape
-    checks.nonempty_time(T, "q")
-    k = checks.float_array(k, "k", ndim=4, dims="(B, T, H, K)")
-    checks.same_shape(k, "k", q.shape, "(B, T, H, K)", "the shape of q")
-    v = checks.float_array(v, "v", ndim=4, dims="(B, T, H, V)")
-    if v.shape[:3] != (Bn, T, H):
-        raise ValueError(f"v: expected shape (B, T, H, V) with (B, T, H) = {(Bn, T, H)} (from q), got {v.shape}")
-    for x, name in ((q, "q"), (k, "k"), (v, "v")):
-        checks.same_dtype(x, name, q.dtype, "the dtype of q")
-        checks.finite(x, name)
     scale = check_scale(scale, K)
     V = v.shape[3]
     qh, kh = _heads_to_batch(q), _heads_to_batch(k)  # (B H, T, K)

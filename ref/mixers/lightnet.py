@@ -120,19 +120,8 @@ def _check_pair(pair, name):
 
 def _check_inputs(q, x, v, scale, initial_state):
     """Validate the mixer's inputs; return (q, x, v, scale, S0, z0) with scale a float."""
-    q = checks.float_array(q, "q", ndim=4, dims="(B, T, H, K)")
+    q, x, v = checks.query_key_value(q, x, v, k_name="x")
     B, T, H, K = q.shape
-    checks.nonempty_time(T, "q")
-    checks.finite(q, "q")
-    x = checks.float_array(x, "x", ndim=4, dims="(B, T, H, K)")
-    checks.same_shape(x, "x", q.shape, "(B, T, H, K)", "the shape of q")
-    checks.same_dtype(x, "x", q.dtype, "the dtype of q")
-    checks.finite(x, "x")
-    v = checks.float_array(v, "v", ndim=4, dims="(B, T, H, V)")
-    if v.shape[:3] != (B, T, H):
-        raise ValueError(f"v: expected shape (B, T, H, V) with (B, T, H) = {(B, T, H)} (from q), got {v.shape}")
-    checks.same_dtype(v, "v", q.dtype, "the dtype of q")
-    checks.finite(v, "v")
     V = v.shape[3]
     if scale is None:
         scale = K**-0.5

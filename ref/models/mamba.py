@@ -165,16 +165,10 @@ class MambaState(NamedTuple):
 # initialisation
 
 
-def _torch_default(rng, shape, fan_in: int, dtype) -> np.ndarray:
+def torch_default_init(rng, shape, fan_in: int, dtype) -> np.ndarray:
     """U(-1/sqrt(fan_in), 1/sqrt(fan_in)): torch's default for nn.Linear and nn.Conv1d."""
     bound = 1.0 / math.sqrt(fan_in)
     return rng.uniform(-bound, bound, size=shape).astype(dtype)
-
-
-def _positive_float(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) or not value > 0:
-        raise ValueError(f"{name}: expected a positive number, got {value!r}")
-    return float(value)
 
 
 def init_mamba_layer(
@@ -209,7 +203,7 @@ def init_mamba_layer(
     W = checks.positive_int(conv_width, "conv_width")
     R = math.ceil(D / 16) if dt_rank is None else checks.positive_int(dt_rank, "dt_rank")
     n_layer = checks.positive_int(n_layer, "n_layer")
-    dt_min, dt_max = _positive_float(dt_min, "dt_min"), _positive_float(dt_max, "dt_max")
+    dt_min, dt_max = checks.positive_float(dt_min, "dt_min"), checks.positive_float(dt_max, "dt_max")
     if dt_min > dt_max:
         raise ValueError(f"dt_max: expected a value >= dt_min = {dt_min}, got {dt_max}")
 
@@ -218,12 +212,12 @@ def init_mamba_layer(
     dt = np.maximum(dt, DT_INIT_FLOOR)  # (E,)
     dt_bias = dt + np.log(-np.expm1(-dt))  # softplus(dt_bias) = dt
     params = {
-        "in_proj": _torch_default(rng, (D, 2 * E), D, dtype),
-        "conv_weight": _torch_default(rng, (E, W), W, dtype),
-        "conv_bias": _torch_default(rng, (E,), W, dtype),
+        "in_proj": torch_default_init(rng, (D, 2 * E), D, dtype),
+        "conv_weight": torch_default_init(rng, (E, W), W, dtype),
+        "conv_bias": torch_default_init(rng, (E,), W, dtype),
     }
     if selective:
-        params["x_proj"] = _torch_default(rng, (E, R + 2 * N), E, dtype)
+        params["x_proj"] = torch_default_init(rng, (E, R + 2 * N), E, dtype)
         params["dt_proj"] = rng.uniform(-(R**-0.5), R**-0.5, size=(R, E)).astype(dtype)
     else:  # (4', 5'): B and C fixed in time; S4D's B = 1, C ~ N(0, 1)
         params["B"] = np.ones((E, N), dtype)
@@ -234,7 +228,7 @@ def init_mamba_layer(
         # S4D-Real: A[e, n] = -(n + 1), stored as its log
         "A_log": np.log(np.broadcast_to(np.arange(1, N + 1, dtype=np.float64), (E, N))).astype(dtype),
         "D": np.ones(E, dtype),
-        "out_proj": (_torch_default(rng, (E, D), E, np.float64) / math.sqrt(n_layer)).astype(dtype),
+        "out_proj": (torch_default_init(rng, (E, D), E, np.float64) / math.sqrt(n_layer)).astype(dtype),
     }
 
 

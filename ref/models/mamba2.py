@@ -96,6 +96,7 @@ import numpy as np
 from ref import checks
 from ref.mixers.ssd import FORMS
 from ref.models.gla import check_dtype, check_params, check_rng
+from ref.models.mamba import torch_default_init
 from ref.nn import (
     causal_conv1d,
     causal_conv1d_backward,
@@ -143,18 +144,6 @@ class Mamba2State(NamedTuple):
 # initialisation
 
 
-def _torch_default(rng, shape, fan_in: int, dtype) -> np.ndarray:
-    """U(-1/sqrt(fan_in), 1/sqrt(fan_in)): torch's default for nn.Linear and nn.Conv1d."""
-    bound = 1.0 / math.sqrt(fan_in)
-    return rng.uniform(-bound, bound, size=shape).astype(dtype)
-
-
-def _positive_float(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) or not value > 0:
-        raise ValueError(f"{name}: expected a positive number, got {value!r}")
-    return float(value)
-
-
 def init_mamba2_layer(
     rng: np.random.Generator,
     D: int,
@@ -186,12 +175,13 @@ def init_mamba2_layer(
     H = E // P
     W = checks.positive_int(conv_width, "conv_width")
     n_layer = checks.positive_int(n_layer, "n_layer")
-    dt_min, dt_max = _positive_float(dt_min, "dt_min"), _positive_float(dt_max, "dt_max")
+    dt_min, dt_max = checks.positive_float(dt_min, "dt_min"), checks.positive_float(dt_max, "dt_max")
     if dt_min > dt_max:
         raise ValueError(f"dt_max: expected a value >= dt_min = {dt_min}, got {dt_max}")
     if not isinstance(A_init_range, (tuple, list)) or len(A_init_range) != 2:
         raise ValueError(f"A_init_range: expected a pair (low, high), got {A_init_range!r}")
-    a_lo, a_hi = _positive_float(A_init_range[0], "A_init_range[0]"), _positive_float(A_init_range[1], "A_init_range[1]")
+    a_lo = checks.positive_float(A_init_range[0], "A_init_range[0]")
+    a_hi = checks.positive_float(A_init_range[1], "A_init_range[1]")
     if a_lo > a_hi:
         raise ValueError(f"A_init_range: expected low <= high, got {tuple(A_init_range)}")
 
@@ -201,14 +191,14 @@ def init_mamba2_layer(
     dt_bias = dt + np.log(-np.expm1(-dt))  # softplus(dt_bias) = dt
     conv_dim = E + 2 * N
     return {
-        "in_proj": _torch_default(rng, (D, 2 * E + 2 * N + H), D, dtype),
-        "conv_weight": _torch_default(rng, (conv_dim, W), W, dtype),
-        "conv_bias": _torch_default(rng, (conv_dim,), W, dtype),
+        "in_proj": torch_default_init(rng, (D, 2 * E + 2 * N + H), D, dtype),
+        "conv_weight": torch_default_init(rng, (conv_dim, W), W, dtype),
+        "conv_bias": torch_default_init(rng, (conv_dim,), W, dtype),
         "dt_bias": dt_bias.astype(dtype),
         "A_log": np.log(rng.uniform(a_lo, a_hi, H)).astype(dtype),
         "D": np.ones(H, dtype),
         "norm_weight": np.ones(E, dtype),
-        "out_proj": (_torch_default(rng, (E, D), E, np.float64) / math.sqrt(n_layer)).astype(dtype),
+        "out_proj": (torch_default_init(rng, (E, D), E, np.float64) / math.sqrt(n_layer)).astype(dtype),
     }
 
 

@@ -27,19 +27,9 @@ class GLACache:
 
 def check_inputs(q, k, v, gk, scale, initial_state):
     """Validate GLA's inputs; return (q, k, v, gk, scale, initial_state) with scale a float."""
-    q = checks.float_array(q, "q", ndim=4, dims="(B, T, H, K)")
+    q, k, v = checks.query_key_value(q, k, v)
     B, T, H, K = q.shape
-    checks.nonempty_time(T, "q")
-    k = checks.float_array(k, "k", ndim=4, dims="(B, T, H, K)")
-    checks.same_shape(k, "k", q.shape, "(B, T, H, K)", "the shape of q")
-    checks.same_dtype(k, "k", q.dtype, "the dtype of q")
-    v = checks.float_array(v, "v", ndim=4, dims="(B, T, H, V)")
-    if v.shape[:3] != (B, T, H):
-        raise ValueError(f"v: expected shape (B, T, H, V) with (B, T, H) = {(B, T, H)} (from q), got {v.shape}")
-    checks.same_dtype(v, "v", q.dtype, "the dtype of q")
     V = v.shape[3]
-    for x, name in ((q, "q"), (k, "k"), (v, "v")):
-        checks.finite(x, name)
     if gk is not None:
         gk = check_log_gates(gk, "gk", q.shape, "(B, T, H, K)", "the shape of q", q.dtype)
     if scale is None:
