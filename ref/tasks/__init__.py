@@ -6,9 +6,10 @@
   ``load_digits()`` (8x8 digits), ``train_val_split``, ``lm_batches``.
 - ``synthetic``: ``get_task("copying" | "selective_copying" | "mqar" | "induction_heads", **config)
   .sample(rng, B)``, and the continuous ``DelayedCopy``.
-- ``rnn_tasks`` (the adding problem, a label from the future), ``moving_square`` (a bouncing
-  square, next-frame prediction) and ``icl_regression`` (in-context linear regression prompts and
-  the reference learners: OLS, ridge, GD, the Bayes posterior mean), imported from their modules.
+- ``rnn_tasks`` (the adding problem, a label from the future), ``pointer_tasks`` (sorting and
+  planar convex hull), ``moving_square`` (a bouncing square, next-frame prediction) and
+  ``icl_regression`` (in-context linear regression prompts and the reference learners: OLS, ridge,
+  GD, the Bayes posterior mean), imported from their modules.
 
 Nothing is downloaded: the files are in ``ref/tasks/data/`` (origins, licenses, sha256 in
 ``data/SOURCES.md``).
