@@ -106,7 +106,7 @@ PAPERS: tuple[Paper, ...] = (
     Paper('lrcn', 'Long-term Recurrent Convolutional Networks for Visual Recognition and Description', '1411.4389', 2014, 'recurrent', issues=(6,)),
     Paper('mixing_shifting_mlp', 'Mixing and Shifting: Exploiting Global and Local Dependencies in Vision MLPs', '2202.06510', 2022, 'vision', issues=()),
     Paper('scaling_mlps', 'Scaling MLPs: A Tale of Inductive Bias', '2306.13575', 2023, 'vision', issues=()),
-    Paper('titans', 'Titans: Learning to Memorize at Test Time', '2501.00663', 2024, 'memory', issues=(6,), module='ref/models/titans.py', tests='tests/mixers/test_titans.py'),
+    Paper('titans', 'Titans: Learning to Memorize at Test Time', '2501.00663', 2024, 'memory', issues=(6,), module='ref/models/titans.py', lesson='lessons/17_titans_memory.py', figure='figures/17_titans_memory.png', tests='tests/mixers/test_titans.py'),
     Paper('vlm2vec', 'VLM2Vec: Training Vision-Language Models for Massive Multimodal Embedding Tasks', '2410.05160', 2024, 'multimodal', issues=()),
     Paper('moe_survey', 'A Survey on Mixture of Experts', '2407.06204', 2024, 'mixture of experts', issues=(), kind="survey"),
     Paper('vocab_expansion', 'An Empirical Comparison of Vocabulary Expansion and Initialization Approaches for Language Models', '2407.05841', 2024, 'language modelling', issues=()),

@@ -13,7 +13,8 @@ pairs over a nested dict of parameters.
 * ``s4``: the deep S4 / S4D model (HiPPO-LegS or random initialisation), convolutional and recurrent forms.
 * ``convs5``: a ConvS5 next-frame model; ``convlstm``: the ConvLSTM baseline (backprop through time).
 * ``qlstm``: the Languini quasi-LSTM layer and block (block-parallel and recurrent forms).
-* ``titans``: the Titans neural memory layer and the MAL and MAC blocks.
+* ``titans``: the Titans neural memory layer and the MAL and MAC blocks; ``titans_lesson``: the
+  segment-only attention baseline of lesson 17.
 * ``rnn_review``: an RNN/LSTM/GRU (stacked, bidirectional) with a linear head; dL/dh_t over time.
 * ``pointer_net``: Pointer Networks, an LSTM encoder-decoder whose attention is the output, and its
   fixed-vocabulary seq2seq baseline.
