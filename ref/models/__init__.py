@@ -18,6 +18,7 @@ pairs over a nested dict of parameters.
 * ``rnn_review``: an RNN/LSTM/GRU (stacked, bidirectional) with a linear head; dL/dh_t over time.
 * ``pointer_net``: Pointer Networks, an LSTM encoder-decoder whose attention is the output, and its
   fixed-vocabulary seq2seq baseline.
+* ``tcnca``: TCNCA's dilated TCN, chunked attention and simplified block (registers the LM block "tcnca").
 * ``icl_lsa``: linear self-attention over regression prompts, and the weights that make it gradient descent.
 * ``dsf_lm``: softmax, linear and normalised attention blocks of the dynamical-systems-framework lesson.
 * ``lm``: a small decoder-only language model whose blocks are chosen from a registry.
