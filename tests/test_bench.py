@@ -83,3 +83,20 @@ def test_scaling_slope_is_the_power_law_exponent():
 
     assert abs(fitted_slope([(T, 3e-6 * T**2) for T in (256, 1024, 4096)]) - 2.0) < 1e-12
     assert fitted_slope([(256, 1.0)]) is None
+
+
+def test_rnn_benchmark_smoke(tmp_path):
+    result = BENCHMARKS["rnn"](tmp_path, smoke=True)
+    saved = json.loads((tmp_path / "bench_rnn.json").read_text())
+    assert result["smoke"] is True and [r["dtype"] for r in saved["lstm"]] == ["float32"]
+    for row in saved["lstm"]:
+        assert set(row["seconds"]) == {"numpy", "numba"} and set(row["speedup"]) == {
+            "forward", "backward", "forward+backward"
+        }
+    assert set(saved["qlstm"]["seconds"]) == {
+        "recurrent numpy", "recurrent numba", "block_parallel numpy", "block_parallel numba"
+    }
+    assert saved["qlstm"]["baseline"] == "recurrent numpy" and "load_average" in saved["machine"]
+    table = (tmp_path / "bench_rnn.md").read_text()
+    assert "| size | dtype | pass | NumPy | numba | speed-up |" in table
+    assert "| form, backend | forward | backward | forward+backward |" in table

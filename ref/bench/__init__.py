@@ -6,12 +6,13 @@ Results are written as JSON and a Markdown table, by default under ``figures/ben
 
 from __future__ import annotations
 
-from ref.bench import attention, linear_attention, scaling, scan, ssm
+from ref.bench import attention, linear_attention, rnn, scaling, scan, ssm
 
 BENCHMARKS = {
     "scan": scan.run,
     "linear-attention": linear_attention.run,
     "ssm": ssm.run,
+    "rnn": rnn.run,
     "attention": attention.run,
     "scaling": scaling.run,
 }

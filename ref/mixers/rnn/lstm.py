@@ -19,13 +19,22 @@ Backward of one step, from dh_t and dc_t (the total gradients of h_t and c_t):
     da = [di i(1-i), df f(1-f), dg (1-g^2), do o(1-o)]                     (10)
     dx_t = da W_ih,   dh_{t-1} = da W_hh,   dW_ih += da^T x_t,  dW_hh += da^T h_{t-1},
     db_ih += sum_B da,   db_hh += sum_B da                                 (11)
+
+Backends of the sequence form: ``lstm(..., backend="numpy")`` loops the step above (the
+reference); ``backend="numba"`` runs ``numba_kernels.lstm_cpu``: the input projection
+x W_ih^T + b of all steps as one matrix product, the recurrence jitted and parallel over the
+batch, and in the backward dx, dW_ih, dW_hh, db as matrix products over all steps at once.
+``"auto"`` picks numba. ``lstm_backward`` runs on the forward's backend (its cache says which).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from ref.mixers.rnn._inputs import check_sequence, check_step
+from ref.backend import resolve
+from ref.mixers.rnn._inputs import check_cotangent, check_sequence, check_step, check_truncation
 from ref.mixers.rnn._sequence import SequenceCache, affine, affine_backward, scan, sequence_backward, sigmoid
 
 
@@ -72,25 +81,71 @@ def lstm_step_backward(dh, dstate, cache):
     return _step_backward(dh, dstate, cache)
 
 
-def lstm(x, h0, c0, weight_ih, weight_hh, bias_ih=None, bias_hh=None):
+@dataclass(frozen=True)
+class KernelCache:
+    """What the numba backward needs: the inputs (initial states zero-filled), the outputs ``y``
+    and what the kernel saved, the activated gates (B, T, 4H), c and tanh(c) (B, T, H)."""
+
+    x: np.ndarray
+    h0: np.ndarray
+    c0: np.ndarray
+    params: dict
+    y: np.ndarray
+    gates: np.ndarray
+    c: np.ndarray
+    tanh_c: np.ndarray
+    given: tuple  # whether the caller gave h0, c0 (else their gradients are None)
+
+
+def lstm(x, h0, c0, weight_ih, weight_hh, bias_ih=None, bias_hh=None, *, backend: str = "numpy"):
     """The LSTM over a sequence, batch first, one layer: ``torch.nn.LSTM(I, H, batch_first=True)``
     with ``(h_0, c_0) = (h0[None], c0[None])``.
 
     x (B, T, I); h0, c0 (B, H) or None (zeros); weight_ih (4H, I); weight_hh (4H, H);
     bias_ih, bias_hh (4H,) or None. Returns ``y`` (B, T, H) (every h_t), ``hT``, ``cT`` (B, H)
-    and the cache.
+    and the cache. ``backend``: "numpy" (the loop over :func:`lstm_step`), "numba"
+    (``numba_kernels.lstm_cpu``) or "auto" (numba).
     """
+    backend = resolve(backend, ("numpy", "numba"), "lstm")
     params = dict(weight_ih=weight_ih, weight_hh=weight_hh, bias_ih=bias_ih, bias_hh=bias_hh)
     x, states, H = check_sequence(x, {"h0": h0, "c0": c0}, params, gates=4)
+    given = (h0 is not None, c0 is not None)
+    if backend == "numba":
+        from numba_kernels.lstm_cpu import lstm_cpu
+
+        y, hT, cT, gates, c, tanh_c = lstm_cpu(x, states["h0"], states["c0"], **params)
+        cache = KernelCache(x, states["h0"], states["c0"], params, y, gates, c, tanh_c, given)
+        return y, hT, cT, cache
     y, (hT, cT), caches = scan(_step, x, (states["h0"], states["c0"]), params)
-    cache = SequenceCache(_step_backward, caches, x.shape, H, (h0 is not None, c0 is not None), x.dtype)
+    cache = SequenceCache(_step_backward, caches, x.shape, H, given, x.dtype)
     return y, hT, cT, cache
 
 
-def lstm_backward(dy, dhT, dcT, cache: SequenceCache, *, truncation=None):
+def _kernel_backward(dy, dhT, dcT, cache: KernelCache, truncation):
+    from numba_kernels.lstm_cpu import lstm_cpu_backward
+
+    B, T, _ = cache.x.shape
+    H, dtype, p = cache.y.shape[2], cache.x.dtype, cache.params
+    dy = check_cotangent(dy, "dy", (B, T, H), "(B, T, H)", dtype, "y")
+    dhT = check_cotangent(dhT, "dhT", (B, H), "(B, H)", dtype, "hT")
+    dcT = check_cotangent(dcT, "dcT", (B, H), "(B, H)", dtype, "cT")
+    truncation = check_truncation(truncation)
+    dx, dh0, dc0, dw_ih, dw_hh, db = lstm_cpu_backward(
+        dy, dhT, dcT, cache.x, cache.h0, cache.c0, p["weight_ih"], p["weight_hh"],
+        cache.y, cache.gates, cache.c, cache.tanh_c, truncation,
+    )
+    # both biases enter the pre-activation as a sum, so they share one gradient
+    db_ih = None if p["bias_ih"] is None else db
+    db_hh = None if p["bias_hh"] is None else db.copy()
+    return dx, dh0 if cache.given[0] else None, dc0 if cache.given[1] else None, dw_ih, dw_hh, db_ih, db_hh
+
+
+def lstm_backward(dy, dhT, dcT, cache, *, truncation=None):
     """Gradients ``(dx, dh0, dc0, dweight_ih, dweight_hh, dbias_ih, dbias_hh)`` from ``dy``
     (B, T, H), ``dhT`` and ``dcT`` (B, H) (each may be None: zero); None for an input that was None.
     ``truncation=k``: truncated BPTT, the gradient through (h, c) cut every k steps
-    (``ref.mixers.rnn._sequence``)."""
+    (``ref.mixers.rnn._sequence``). Runs on the backend of the forward that made ``cache``."""
+    if isinstance(cache, KernelCache):
+        return _kernel_backward(dy, dhT, dcT, cache, truncation)
     dx, (dh0, dc0), dp = sequence_backward(dy, {"dhT": dhT, "dcT": dcT}, cache, truncation)
     return dx, dh0, dc0, dp["weight_ih"], dp["weight_hh"], dp["bias_ih"], dp["bias_hh"]
