@@ -8,7 +8,7 @@
     python -m ref golden run OP --inputs IN.npz --out OUT.npz
     python -m ref golden export OP|all --out DIR [--dtype float64] [--seed 0]
     python -m ref golden check BUNDLE (--impl module:function | --outputs OUTDIR) [--dtype D] [--quiet]
-    python -m ref bench [NAME|all] [--smoke] [--out DIR]
+    python -m ref bench [NAME|all|gpu] [--smoke] [--out DIR]
 
 Bad input (an unknown op or lesson, a missing or malformed array, a damaged golden bundle) prints
 ``error: ...`` naming the argument and exits with code 2; a failing lesson, benchmark or golden
@@ -105,12 +105,16 @@ def _golden(args) -> int:
 
 
 def _bench(args) -> int:
-    from ref.bench import BENCHMARKS
+    from ref.bench import BENCHMARKS, GPU_BENCHMARKS
     from ref.lessons import FIGURES_DIR
 
-    if args.name != "all" and args.name not in BENCHMARKS:
-        raise ValueError(f"bench: expected all or one of {', '.join(BENCHMARKS)}, got {args.name!r}")
+    if args.name != "all" and args.name not in BENCHMARKS and args.name not in GPU_BENCHMARKS:
+        names = ", ".join([*BENCHMARKS, *GPU_BENCHMARKS])
+        raise ValueError(f"bench: expected all or one of {names}, got {args.name!r}")
     out = Path(args.out) if args.out else FIGURES_DIR / ("quick" if args.smoke else "") / "bench"
+    if args.name in GPU_BENCHMARKS:  # never part of "all": it needs a GPU
+        GPU_BENCHMARKS[args.name](out, smoke=args.smoke)
+        return 0
     for name in BENCHMARKS if args.name == "all" else [args.name]:
         print(f"[bench] {name}")
         BENCHMARKS[name](out, smoke=args.smoke)
@@ -168,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(fn=_golden)
 
     sp = sub.add_parser("bench", help="benchmarks")
-    sp.add_argument("name", nargs="?", default="all", help="a benchmark, or all of them (the default)")
+    sp.add_argument("name", nargs="?", default="all", help="a benchmark, or all of them (the default); gpu (not in all) needs a GPU")
     sp.add_argument("--smoke", action="store_true", help="tiny sizes, to check it runs")
     sp.add_argument("--out", type=Path, default=None)
     sp.set_defaults(fn=_bench)

@@ -2,11 +2,12 @@
 
 Benchmarks are not tests: CI runs them only in ``--smoke`` mode (tiny sizes, to keep them working).
 Results are written as JSON and a Markdown table, by default under ``figures/bench/``.
+``gpu`` (``ref.bench.gpu``) is never part of ``all``: it needs an NVIDIA GPU.
 """
 
 from __future__ import annotations
 
-from ref.bench import attention, linear_attention, rnn, scaling, scan, ssm
+from ref.bench import attention, gpu, linear_attention, rnn, scaling, scan, ssm
 
 BENCHMARKS = {
     "scan": scan.run,
@@ -16,3 +17,6 @@ BENCHMARKS = {
     "attention": attention.run,
     "scaling": scaling.run,
 }
+
+# Run only by name, never by "all": they need hardware CI does not have.
+GPU_BENCHMARKS = {"gpu": gpu.run}
