@@ -53,7 +53,7 @@ PAPERS: tuple[Paper, ...] = (
     Paper('brain_like_attention', 'Brain-Like Language Processing via a Shallow Untrained Multihead Attention Network', '2406.15109', 2024, 'attention', issues=(3,)),
     Paper('pointer_networks', 'Pointer Networks', '1506.03134', 2015, 'attention', issues=(3,), module='ref/models/pointer_net.py', lesson='lessons/14_pointer_networks.py', figure='figures/14_pointer_networks.png', tests='tests/models/test_pointer_net.py'),
     Paper('in_context_language_learning', 'In-Context Language Learning: Architectures and Algorithms', '2401.12973', 2024, 'in-context learning', issues=(3,)),
-    Paper('talking_heads', 'Talking Heads: Understanding Inter-layer Communication in Transformer Language Models', '2406.09519', 2024, 'interpretability', issues=(3,)),
+    Paper('talking_heads', 'Talking Heads: Understanding Inter-layer Communication in Transformer Language Models', '2406.09519', 2024, 'interpretability', issues=(3,), module='ref/models/talking_heads.py', lesson='lessons/22_talking_heads.py', figure='figures/22_talking_heads.png', tests='tests/models/test_talking_heads.py'),
     Paper('kan_selectable', 'Activation Space Selectable Kolmogorov-Arnold Networks', '2408.08338', 2024, 'architectures', issues=()),
     Paper('input_gradients', 'Do Input Gradients Highlight Discriminative Features?', '2102.12781', 2021, 'interpretability', issues=()),
     Paper('knn_lm', 'Why do Nearest Neighbor Language Models Work?', '2301.02828', 2023, 'language modelling', issues=()),
