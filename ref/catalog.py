@@ -85,7 +85,7 @@ PAPERS: tuple[Paper, ...] = (
     Paper('mom', 'MoM: Linear Sequence Modeling with Mixture-of-Memories', '2502.13685', 2025, 'linear attention', issues=(4,), module='ref/models/mom.py', lesson='lessons/06_mom_recall.py', figure='figures/06_mom_recall.png', tests='tests/models/test_mom.py'),
     Paper('text_vectors', 'Vector representations of text data in deep learning', '1901.01695', 2019, 'representation learning', issues=()),
     Paper('hmt', 'HMT: Hierarchical Memory Transformer for Long Context Language Processing', '2405.06067', 2024, 'memory', issues=(6,)),
-    Paper('successor_heads', 'Successor Heads: Recurring, Interpretable Attention Heads In The Wild', '2312.09230', 2023, 'interpretability', issues=(3,)),
+    Paper('successor_heads', 'Successor Heads: Recurring, Interpretable Attention Heads In The Wild', '2312.09230', 2023, 'interpretability', issues=(3,), module='ref/models/successor_heads.py', lesson='lessons/23_successor_heads.py', figure='figures/23_successor_heads.png', tests='tests/models/test_successor_heads.py'),
     Paper('model_soups', 'Model soups: averaging weights of multiple fine-tuned models improves accuracy without increasing inference time', '2203.05482', 2022, 'training', issues=()),
     Paper('s4', 'Efficiently Modeling Long Sequences with Structured State Spaces', '2111.00396', 2021, 'state space', issues=(5,), module='ref/models/s4.py', lesson='lessons/08_s4_hippo.py', figure='figures/08_s4_hippo.png', tests='tests/models/test_s4_model.py'),
     Paper('wide_deep', 'Wide and Deep Neural Networks Achieve Optimality for Classification', '2204.14126', 2022, 'theory', issues=()),
