@@ -264,9 +264,34 @@ def _check_rotary(rotary, K: int) -> bool:
     return rotary
 
 
+def prefix_lm_mask(prefix_len, B: int, T: int) -> np.ndarray:
+    """The prefix-LM mask (B, T, T), True = query t may read key s: the first ``prefix_len[b]``
+    tokens of row b see each other both ways, every later token sees the prefix and its own past,
+
+        allowed[b, t, s] = (s <= t) or (s < prefix_len[b]).
+
+    ``prefix_len``: an int or an int array (B,), each in 0..T; 0 gives the causal mask, T the
+    bidirectional one."""
+    P = np.asarray(prefix_len)
+    if P.dtype.kind not in "iu" or P.ndim > 1:
+        raise ValueError(f"prefix_len: expected an int or an int array (B,), got {prefix_len!r}")
+    P = np.broadcast_to(P, (B,)) if P.ndim == 0 else P
+    checks.same_shape(P, "prefix_len", (B,), "(B,)", "the batch of tokens")
+    if np.any(P < 0) or np.any(P > T):
+        raise ValueError(f"prefix_len: expected 0 <= prefix_len <= T = {T}, got {P.tolist()}")
+    s = np.arange(T)
+    return np.tri(T, dtype=bool)[None] | (s[None, None, :] < P[:, None, None])  # (B, T, T)
+
+
 def _attention_mask(mask, padding_mask, B: int, T: int):
-    """The mixer's mask: the kind itself, or with a padding mask (B, T) a boolean array (B, T, T)."""
-    checks.one_of(mask, "mask", MASKS)
+    """The mixer's mask: the kind itself, a boolean array (B, T, T) (such as :func:`prefix_lm_mask`),
+    and with a padding mask (B, T) the boolean array (B, T, T) of both."""
+    if isinstance(mask, np.ndarray):
+        if mask.dtype != np.bool_:
+            raise ValueError(f"mask: expected 'causal', 'bidirectional' or a bool array (B, T, T), got dtype {mask.dtype}")
+        checks.same_shape(mask, "mask", (B, T, T), "(B, T, T)", "from x")
+    else:
+        checks.one_of(mask, "mask", MASKS)
     if padding_mask is None:
         return mask
     if not isinstance(padding_mask, np.ndarray) or padding_mask.dtype != np.bool_:
@@ -274,7 +299,9 @@ def _attention_mask(mask, padding_mask, B: int, T: int):
         raise ValueError(f"padding_mask: expected a bool array (B, T), True = a real token, got {got}")
     checks.same_shape(padding_mask, "padding_mask", (B, T), "(B, T)", "from x")
     allowed = np.broadcast_to(padding_mask[:, None, :], (B, T, T))  # query t may read real keys s
-    if mask == "causal":
+    if isinstance(mask, np.ndarray):
+        allowed = allowed & mask  # ... that the mask allows
+    elif mask == "causal":
         allowed = allowed & np.tri(T, dtype=bool)  # ... and only s <= t
     return np.ascontiguousarray(allowed)  # (B, T, T)
 
@@ -805,12 +832,18 @@ def _head(params, n):
     return linear(n, W)
 
 
-def transformer_lm_forward(params: dict, tokens: np.ndarray, *, mode: str = "parallel"):
+def _lm_mask(prefix_len, tokens):
+    """"causal", or with ``prefix_len`` the prefix-LM mask (B, T, T)."""
+    return "causal" if prefix_len is None else prefix_lm_mask(prefix_len, *tokens.shape)
+
+
+def transformer_lm_forward(params: dict, tokens: np.ndarray, *, mode: str = "parallel", prefix_len=None):
     """Logits (B, T, vocab) for token ids (B, T); ``mode`` "parallel" | "recurrent" (the attention
-    form). Returns ``(logits, cache)``."""
+    form); ``prefix_len`` (an int or (B,)): a prefix LM, the first ``prefix_len`` tokens attend both
+    ways (:func:`prefix_lm_mask`); None: causal. Returns ``(logits, cache)``."""
     _check_model(params, {"pos_embed", "head"})
     tokens = _check_tokens(tokens, params)
-    n, _, c_stack = _stack(params, tokens, mask="causal", mode=mode)
+    n, _, c_stack = _stack(params, tokens, mask=_lm_mask(prefix_len, tokens), mode=mode)
     logits, c_head = _head(params, n)  # (B, T, vocab)
     return logits, (c_stack, c_head, logits.shape, logits.dtype)
 
@@ -831,10 +864,12 @@ def transformer_lm_backward(params: dict, cache, dlogits: np.ndarray) -> dict:
 def transformer_lm_loss_and_grads(params: dict, batch, rng: np.random.Generator | None = None, *, mode="parallel"):
     """``(loss, grads)`` of the mean next-token cross-entropy, with the signature ``ref.train.train``
     calls. ``batch``: a pair ``(inputs, targets)`` of ids (B, T), or an object with ``inputs``,
-    ``targets`` and optionally ``loss_mask`` (B, T) bool (a ``ref.tasks.Batch``); ``rng`` is unused
-    (no dropout)."""
+    ``targets`` and optionally ``loss_mask`` (B, T) bool (a ``ref.tasks.Batch``) and ``prefix_len``
+    (a prefix LM, :func:`prefix_lm_mask`); ``rng`` is unused (no dropout)."""
+    prefix_len = None
     if hasattr(batch, "inputs") and hasattr(batch, "targets"):
         inputs, targets, loss_mask = batch.inputs, batch.targets, getattr(batch, "loss_mask", None)
+        prefix_len = getattr(batch, "prefix_len", None)
     elif isinstance(batch, (tuple, list)) and len(batch) == 2:
         (inputs, targets), loss_mask = batch, None
     else:
@@ -848,7 +883,7 @@ def transformer_lm_loss_and_grads(params: dict, batch, rng: np.random.Generator 
             raise ValueError(f"loss_mask: expected a bool array (B, T), got {type(loss_mask).__name__}")
         checks.same_shape(loss_mask, "loss_mask", inputs.shape, "(B, T)", "the shape of inputs")
         targets = np.where(loss_mask, targets, -100)  # -100: cross_entropy's ignore_index
-    logits, c_model = transformer_lm_forward(params, inputs, mode=mode)
+    logits, c_model = transformer_lm_forward(params, inputs, mode=mode, prefix_len=prefix_len)
     loss, c_loss = cross_entropy(logits, targets, ignore_index=-100)
     dlogits, _ = cross_entropy_backward(1.0, c_loss)
     return float(loss), transformer_lm_backward(params, c_model, dlogits)
@@ -888,14 +923,18 @@ def _check_caches(caches, params, B: int) -> list:
     return list(caches)
 
 
-def transformer_lm_prefill(params: dict, tokens: np.ndarray, caches: list | None = None):
+def transformer_lm_prefill(params: dict, tokens: np.ndarray, caches: list | None = None, *, prefix_len=None):
     """Run tokens (B, T) through the model at once, after the tokens already in ``caches`` (None:
-    new caches), appending their keys and values. Returns ``(logits (B, T, vocab), caches)``."""
+    new caches), appending their keys and values. Returns ``(logits (B, T, vocab), caches)``.
+    ``prefix_len``: a prefix LM's prefix, all in these tokens (new caches only); the tokens decoded
+    after it attend causally, as in training."""
     _check_model(params, {"pos_embed", "head"})
     tokens = _check_tokens(tokens, params)
     B, T = tokens.shape
+    if prefix_len is not None and caches is not None:
+        raise ValueError("prefix_len: a prefix must be prefilled into new caches (caches=None), got caches")
     caches = init_kv_caches(params, B, max(T, KV_CAPACITY)) if caches is None else _check_caches(caches, params, B)
-    n, caches, _ = _stack(params, tokens, mask="causal", caches=caches)
+    n, caches, _ = _stack(params, tokens, mask=_lm_mask(prefix_len, tokens), caches=caches)
     logits, _ = _head(params, n)
     return logits, caches
 

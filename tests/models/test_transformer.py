@@ -13,6 +13,7 @@ import pytest
 from ref.mixers.attention import KVCache
 from ref.models import lm
 from ref.models.transformer import (
+    prefix_lm_mask,
     KV_CAPACITY,
     attention_layer,
     attention_layer_backward,
@@ -254,6 +255,67 @@ def test_lm_gradcheck_every_parameter(rng, arch):
         returns_dx=False,
         rtol=MODEL_RTOL,
     )
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_prefix_lm_gradcheck_every_parameter(rng, arch):
+    """A prefix LM: the first prefix_len[b] tokens attend both ways (a different prefix per row)."""
+    params = randomize(small_lm(rng, arch, vocab=5, D=4, mlp_hidden=3, max_len=6 if arch == "gpt2" else None), rng)
+    tokens = rng.integers(0, 5, (2, 5))
+
+    def forward(params, tokens):
+        return transformer_lm_forward(params, tokens, prefix_len=np.array([3, 1]))
+
+    gradcheck_params(forward, transformer_lm_backward, params, {"tokens": tokens}, rng=rng, name=f"{arch} prefix-LM",
+                     returns_dx=False, rtol=MODEL_RTOL)  # fmt: skip
+
+
+def test_prefix_lm_mask_and_what_each_position_can_see(rng):
+    m = prefix_lm_mask(np.array([0, 2, 4]), 3, 4)
+    assert np.array_equal(m[0], np.tri(4, dtype=bool))  # no prefix: causal
+    assert np.array_equal(m[2], np.ones((4, 4), bool))  # all prefix: bidirectional
+    assert np.array_equal(m[1], np.array([[1, 1, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1]], bool))
+    params = randomize(small_lm(rng, "llama"), rng)
+    tokens = rng.integers(0, 7, (2, 8))
+    causal, _ = transformer_lm_forward(params, tokens)
+    assert_within("prefix 0 = causal", transformer_lm_forward(params, tokens, prefix_len=0)[0], causal, 0.0)
+    base, _ = transformer_lm_forward(params, tokens, prefix_len=3)
+    changed = tokens.copy()
+    changed[:, 2] = (changed[:, 2] + 1) % 7  # a prefix token: every position sees it
+    assert np.all(np.abs(transformer_lm_forward(params, changed, prefix_len=3)[0] - base).max(-1) > 0)
+    changed = tokens.copy()
+    changed[:, 5] = (changed[:, 5] + 1) % 7  # after the prefix: only positions >= 5 see it
+    moved = np.abs(transformer_lm_forward(params, changed, prefix_len=3)[0] - base).max(-1) > 0
+    assert not moved[:, :5].any() and moved[:, 5:].all()
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_prefix_lm_prefill_then_decode_gives_the_forwards_logits(rng, arch):
+    params = randomize(small_lm(rng, arch), rng)
+    tokens = rng.integers(0, 7, (2, 9))
+    logits, _ = transformer_lm_forward(params, tokens, prefix_len=4)
+    first, caches = transformer_lm_prefill(params, tokens[:, :4], prefix_len=4)
+    rest, _ = transformer_lm_decode(params, tokens[:, 4:], caches)
+    assert_within("prefill of the prefix", first, logits[:, :4], 1e-11)
+    assert_within("causal decode after it", rest, logits[:, 4:], 1e-11)
+    batch = type("Batch", (), dict(inputs=tokens[:, :-1], targets=tokens[:, 1:], prefix_len=np.array([2, 5])))()
+    loss, _ = transformer_lm_loss_and_grads(params, batch)
+    want, _ = transformer_lm_forward(params, tokens[:, :-1], prefix_len=np.array([2, 5]))
+    logp = want - np.log(np.exp(want).sum(-1, keepdims=True))
+    assert loss == pytest.approx(-np.take_along_axis(logp, tokens[:, 1:, None], -1).mean(), rel=1e-12)
+
+
+def test_prefix_lm_bad_inputs(rng):
+    params = small_lm(rng, "llama")
+    tokens = rng.integers(0, 7, (2, 5))
+    with pytest.raises(ValueError, match=r"prefix_len: expected 0 <= prefix_len <= T = 5, got \[6, 6\]"):
+        transformer_lm_forward(params, tokens, prefix_len=6)
+    with pytest.raises(ValueError, match=r"prefix_len: expected .*\(B,\)"):
+        transformer_lm_forward(params, tokens, prefix_len=np.array([1, 2, 3]))
+    with pytest.raises(ValueError, match="prefix_len: expected an int"):
+        transformer_lm_forward(params, tokens, prefix_len=1.5)
+    with pytest.raises(ValueError, match="prefix_len: a prefix must be prefilled into new caches"):
+        transformer_lm_prefill(params, tokens, init_kv_caches(params, 2, 8), prefix_len=2)
 
 
 @pytest.mark.parametrize("output", ["tokens", "pooled"])
