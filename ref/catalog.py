@@ -112,7 +112,7 @@ PAPERS: tuple[Paper, ...] = (
     Paper('vocab_expansion', 'An Empirical Comparison of Vocabulary Expansion and Initialization Approaches for Language Models', '2407.05841', 2024, 'language modelling', issues=()),
     Paper('tcnca', 'TCNCA: Temporal Convolution Network with Chunked Attention for Scalable Sequence Processing', '2312.05605', 2023, 'attention', issues=(3,), module='ref/models/tcnca.py', lesson='lessons/18_tcnca.py', figure='figures/18_tcnca.png', tests='tests/models/test_tcnca.py'),
     Paper('train_longer', 'Train longer, generalize better: closing the generalization gap in large batch training of neural networks', '1705.08741', 2017, 'training', issues=()),
-    Paper('fast_slow', 'Fast & Slow Learning: Incorporating Synthetic Gradients in Neural Memory Controllers', '2011.05438', 2020, 'memory', issues=(6,)),
+    Paper('fast_slow', 'Fast & Slow Learning: Incorporating Synthetic Gradients in Neural Memory Controllers', '2011.05438', 2020, 'memory', issues=(6,), module='ref/models/synthetic_gradients.py', lesson='lessons/28_fast_slow_synthetic_gradients.py', figure='figures/28_fast_slow_synthetic_gradients.png', tests='tests/models/test_synthetic_gradients.py'),
 )
 
 BY_KEY = {p.key: p for p in PAPERS}
