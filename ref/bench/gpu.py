@@ -452,26 +452,41 @@ def run(out_dir: Path, smoke: bool = False) -> dict:
         raise ValueError("bench gpu: needs numba-cuda and an NVIDIA GPU (or NUMBA_ENABLE_CUDASIM=1 with --smoke)")
     if cuda_simulated() and not smoke:
         raise ValueError("bench gpu: the CUDA simulator runs only the --smoke sizes")
+    out_dir = Path(out_dir)
     seed = int.from_bytes(os.urandom(4), "little")
-    repeats = 1 if smoke else 20
-    checks = check_all(seed, small=smoke)
+    repeats = 1 if smoke else 10
     torch, fla = _optional_gpu_libraries()
-    rng = np.random.default_rng(seed)
-    copy = time_copy(smoke, repeats)
-    timings = (time_scan(rng, smoke, repeats) + time_selective_scan(rng, smoke, repeats)
-               + time_gla(rng, smoke, repeats, torch, fla) + time_attention(rng, smoke, repeats, torch))  # fmt: skip
     machine = describe()
     machine.update(card=_card(), python=platform.python_version(), torch=getattr(torch, "__version__", None),
                    fla=fla is not None)  # fmt: skip
-    judged = None if cuda_simulated() else verdicts(copy, timings)  # the simulator's times mean nothing
-    result = dict(benchmark="gpu", smoke=smoke, seed=seed, machine=machine, targets=TARGETS, checks=checks,
-                  copy=copy, timings=timings, verdicts=judged)  # fmt: skip
-    out_dir = Path(out_dir)
+    result = dict(benchmark="gpu", smoke=smoke, seed=seed, machine=machine, targets=TARGETS, checks=[],
+                  copy=None, timings=[], verdicts=None)  # fmt: skip
+    # each stage is saved as it ends: a run cut short (a lent GPU's time runs out) keeps what it measured
+    result["checks"] = check_all(seed, small=smoke)
+    _save(out_dir, result)
+    rng = np.random.default_rng(seed)
+    result["copy"] = time_copy(smoke, repeats)
+    for stage in (
+        lambda: time_scan(rng, smoke, repeats),
+        lambda: time_selective_scan(rng, smoke, repeats),
+        lambda: time_attention(rng, smoke, repeats, torch),
+        lambda: time_gla(rng, smoke, repeats, torch, fla),
+    ):
+        result["timings"] += stage()
+        _save(out_dir, result)
+    if not cuda_simulated():  # the simulator's times mean nothing
+        result["verdicts"] = verdicts(result["copy"], result["timings"])
+    _save(out_dir, result)
+    failed = [c for c in result["checks"] if not c["ok"]]
+    print(markdown(result))
+    print(f"[bench gpu] {len(result['checks']) - len(failed)}/{len(result['checks'])} checks within bounds; "
+          f"results in {out_dir}")  # fmt: skip
+    return result
+
+
+def _save(out_dir: Path, result: dict) -> None:
     write_json(out_dir / "bench_gpu.json", result)
     write_text(out_dir / "bench_gpu.md", markdown(result))
-    failed = [c for c in checks if not c["ok"]]
-    print(f"[bench gpu] {len(checks) - len(failed)}/{len(checks)} checks within bounds; results in {out_dir}")
-    return result
 
 
 def _seconds(timings, op, p):
@@ -523,6 +538,8 @@ def markdown(result: dict) -> str:
         lines.append(f"| {op} | {dtype} | {c['output']} | {c['error']:.2e} | {c['bound']:.2e} | "
                      f"{'yes' if c['ok'] else '**no**'} |")  # fmt: skip
     c = result["copy"]
+    if c is None:
+        return "\n".join(lines + ["", "Timings not measured (the run stopped after the checks).", ""])
     lines += [
         "",
         "## Timings (float32, device-resident, median of CUDA-event times)",
@@ -537,7 +554,8 @@ def markdown(result: dict) -> str:
         lines.append(f"| {r['op']} | {r['shape']} | {r['pass_']} | {t} | {r.get('GBps', float('nan')):.0f} |")
     v = result["verdicts"]
     if v is None:
-        return "\n".join(lines + ["", "Targets not judged: these times come from the CUDA simulator.", ""])
+        why = "these times come from the CUDA simulator" if "simulator" in m["card"] else "the run did not finish"
+        return "\n".join(lines + ["", f"Targets not judged: {why}.", ""])
     fmt = lambda x, f: "n/a" if x is None else format(x, f)  # noqa: E731
     met = lambda x: "no baseline" if x is None else ("met" if x else "**missed**")  # noqa: E731
     lines += [
