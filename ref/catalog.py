@@ -62,7 +62,7 @@ PAPERS: tuple[Paper, ...] = (
     Paper('continual_baseline', 'A Simple Baseline that Questions the Use of Pretrained-Models in Continual Learning', '2210.04428', 2022, 'training', issues=()),
     Paper('mamba_survey', 'A Survey of Mamba', '2408.01129', 2024, 'state space', issues=(5,), kind="survey", module='ref/models/cross_scan.py', lesson='lessons/12_ssm_surveys_cross_scan.py', figure='figures/12_ssm_surveys_cross_scan.png', tests='tests/models/test_cross_scan.py'),
     Paper('foundation_model_differences', 'Understanding the differences in Foundation Models: Attention, State Space Models, and Recurrent Neural Networks', '2405.15731', 2024, 'state space', issues=(5,), module='ref/mixers/dsf.py', lesson='lessons/11_dsf_framework.py', figure='figures/11_dsf_framework.png', tests='tests/mixers/test_dsf.py'),
-    Paper('verbatim_stm', 'Characterizing Verbatim Short-Term Memory in Neural Language Models', '2210.13569', 2022, 'recurrent', issues=(6,)),
+    Paper('verbatim_stm', 'Characterizing Verbatim Short-Term Memory in Neural Language Models', '2210.13569', 2022, 'recurrent', issues=(6,), module='ref/models/repeat_surprisal.py', lesson='lessons/27_verbatim_stm.py', figure='figures/27_verbatim_stm.png', tests='tests/models/test_repeat_surprisal.py'),
     Paper('making_the_most', 'Making the Most of your Model: Methods for Finetuning and Applying Pretrained Transformers', '2408.16241', 2024, 'recurrent', issues=(6,)),
     Paper('dmoerm', 'DMoERM: Recipes of Mixture-of-Experts for Effective Reward Modeling', '2403.01197', 2024, 'mixture of experts', issues=()),
     Paper('find_benchmark', 'A Function Interpretation Benchmark for Evaluating Interpretability Methods', '2309.03886', 2023, 'interpretability', issues=()),

@@ -100,3 +100,16 @@ def test_rnn_benchmark_smoke(tmp_path):
     table = (tmp_path / "bench_rnn.md").read_text()
     assert "| size | dtype | pass | NumPy | numba | speed-up |" in table
     assert "| form, backend | forward | backward | forward+backward |" in table
+
+
+def test_train_benchmark_smoke(tmp_path):
+    result = BENCHMARKS["train"](tmp_path, smoke=True)
+    saved = json.loads((tmp_path / "bench_train.json").read_text())
+    assert result["smoke"] is True and [r["model"] for r in saved["rows"]] == ["GPT", "Mamba", "GLA", "LSTM"]
+    for row in saved["rows"]:
+        assert {"numpy", "numba"} <= set(row["tokens_per_s"]) and min(row["tokens_per_s"].values()) > 0
+        assert len(set(row["parameters"].values())) == 1  # torch's model, when importable, has NumPy's size
+    assert "load_average" in saved["machine"]
+    table = (tmp_path / "bench_train.md").read_text()
+    assert "| model | parameters | NumPy | numba | torch eager | numba / NumPy | numba / torch |" in table
+

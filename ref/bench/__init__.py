@@ -7,7 +7,7 @@ Results are written as JSON and a Markdown table, by default under ``figures/ben
 
 from __future__ import annotations
 
-from ref.bench import attention, gpu, linear_attention, rnn, scaling, scan, ssm
+from ref.bench import attention, gpu, linear_attention, rnn, scaling, scan, ssm, train
 
 BENCHMARKS = {
     "scan": scan.run,
@@ -16,6 +16,7 @@ BENCHMARKS = {
     "rnn": rnn.run,
     "attention": attention.run,
     "scaling": scaling.run,
+    "train": train.run,
 }
 
 # Run only by name, never by "all": they need hardware CI does not have.

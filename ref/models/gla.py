@@ -201,11 +201,12 @@ def head_linear_backward(dy: np.ndarray, cache):
     return dx, dW.reshape(D_in, H, X), None if db is None else db.reshape(H, X)
 
 
-def run_mixer(q, k, v, gk, *, mode: str, chunk_size, initial_state=None):
-    """GLA's mixer (3) in the chosen form. Returns ``(o, ht, cache)``; o (B, T, H, V), ht (B, H, K, V)."""
+def run_mixer(q, k, v, gk, *, mode: str, chunk_size, initial_state=None, backend: str = "numpy"):
+    """GLA's mixer (3) in the chosen form, on ``backend`` ("numba" and "cuda" for the chunked and
+    recurrent forms). Returns ``(o, ht, cache)``; o (B, T, H, V), ht (B, H, K, V)."""
     checks.one_of(mode, "mode", MIXER_FORMS)
     forward, _ = FORMS[mode]
-    options = {"initial_state": initial_state}
+    options = {"initial_state": initial_state, "backend": backend}
     if mode == "chunked":
         options["chunk_size"] = chunk_size
     o, ht, cache = forward(q, k, v, gk, **options)
@@ -304,7 +305,7 @@ def _gla_spec(params, where: str):
     return D, H, K, V, dtype, gated, output_gated
 
 
-def _gla_layer(params, x, mode, chunk_size, initial_state):
+def _gla_layer(params, x, mode, chunk_size, initial_state, backend="numpy"):
     """The layer (1)-(5); returns ``(y, ht, cache)``."""
     D, H, _, V, dtype, gated, output_gated = _gla_spec(params, "params")
     x = check_input(x, D, dtype)
@@ -323,7 +324,9 @@ def _gla_layer(params, x, mode, chunk_size, initial_state):
         ls, c["logsigmoid"] = logsigmoid(a2)
         gk = ls / TAU  # (B, T, H, K), <= 0
     # (3) S_t = diag(alpha_t) S_{t-1} + k_t^T v_t,  o_t = K^-1/2 q_t S_t
-    o, ht, c["mixer"] = run_mixer(q, k, v, gk, mode=mode, chunk_size=chunk_size, initial_state=initial_state)
+    o, ht, c["mixer"] = run_mixer(
+        q, k, v, gk, mode=mode, chunk_size=chunk_size, initial_state=initial_state, backend=backend
+    )
     o = o.reshape(B, T, H * V)  # (B, T, H*V)
     # (5) GroupNorm with one group per head
     z, c["norm"] = group_norm(o, params["norm_weight"], None, num_groups=H, eps=NORM_EPS)  # (B, T, H*V)
@@ -338,13 +341,16 @@ def _gla_layer(params, x, mode, chunk_size, initial_state):
     return y, ht, c
 
 
-def gla_layer(params: dict, x: np.ndarray, *, mode: str = "chunked", chunk_size: int = 64):
+def gla_layer(
+    params: dict, x: np.ndarray, *, mode: str = "chunked", chunk_size: int = 64, backend: str = "numpy"
+):
     """The GLA layer on x (B, T, D). ``mode`` picks the mixer's form: ``"chunked"`` (training,
     ``chunk_size`` steps per chunk), ``"recurrent"`` or ``"parallel"``; all compute the same
-    function. Returns ``(y, cache)`` with y (B, T, D)."""
+    function. ``backend`` runs the mixer (``ref.mixers.gla``: "numba" or "cuda" for the chunked
+    and recurrent forms); the rest is NumPy. Returns ``(y, cache)`` with y (B, T, D)."""
     if mode == "chunked":
         chunk_size = check_chunk_size(chunk_size)
-    y, _, cache = _gla_layer(params, x, mode, chunk_size, None)
+    y, _, cache = _gla_layer(params, x, mode, chunk_size, None, backend)
     return y, cache
 
 
@@ -454,11 +460,11 @@ def _check_block(params, where="params"):
         raise ValueError(f"{where}: expected a block {{'norm1', 'mixer', 'norm2', 'mlp'}}, got {got}")
 
 
-def _gla_block(params, x, mode, chunk_size, initial_state):
+def _gla_block(params, x, mode, chunk_size, initial_state, backend="numpy"):
     _check_block(params)
     # (6) h = x + GLA(RMSNorm(x))
     n1, c_n1 = rms_norm(x, params["norm1"]["weight"], eps=BLOCK_NORM_EPS)
-    a, ht, c_mix = _gla_layer(params["mixer"], n1, mode, chunk_size, initial_state)
+    a, ht, c_mix = _gla_layer(params["mixer"], n1, mode, chunk_size, initial_state, backend)
     h = x + a
     # (6) y = h + SwiGLU(RMSNorm(h))
     n2, c_n2 = rms_norm(h, params["norm2"]["weight"], eps=BLOCK_NORM_EPS)
@@ -466,11 +472,14 @@ def _gla_block(params, x, mode, chunk_size, initial_state):
     return h + m, ht, (c_n1, c_mix, c_n2, c_mlp)
 
 
-def gla_block(params: dict, x: np.ndarray, *, mode: str = "chunked", chunk_size: int = 64):
-    """The GLA Transformer block (6) on x (B, T, D). Returns ``(y, cache)``."""
+def gla_block(
+    params: dict, x: np.ndarray, *, mode: str = "chunked", chunk_size: int = 64, backend: str = "numpy"
+):
+    """The GLA Transformer block (6) on x (B, T, D); ``backend`` as :func:`gla_layer`. Returns
+    ``(y, cache)``."""
     if mode == "chunked":
         chunk_size = check_chunk_size(chunk_size)
-    y, _, cache = _gla_block(params, x, mode, chunk_size, None)
+    y, _, cache = _gla_block(params, x, mode, chunk_size, None, backend)
     return y, cache
 
 

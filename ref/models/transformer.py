@@ -331,7 +331,7 @@ def _check_kv(state, name: str, B: int, H: int, K: int, V: int, dtype) -> KVCach
     return state
 
 
-def _attention_layer(params, x, *, rotary, mask, padding_mask, mode, kv):
+def _attention_layer(params, x, *, rotary, mask, padding_mask, mode, kv, backend="numpy"):
     """(1)-(4) on x (B, T, D). With ``kv`` (a KVCache) the T tokens follow the cached ones: their
     keys and values are appended and the queries read the whole cache. Returns (y, kv, cache)."""
     D, HQ, _, K, _, dtype = _attention_spec(params, "params")
@@ -356,18 +356,22 @@ def _attention_layer(params, x, *, rotary, mask, padding_mask, mode, kv):
         k, v = kv.keys, kv.values  # (B, t0 + T, H, K), (B, t0 + T, H, V)
     # (3) softmax attention (the causal mask aligns the last query with the last key)
     M = _attention_mask(mask, padding_mask, B, T)
-    o, c["attn"] = ATTENTION_FORMS[c["mode"]][0](q, k, v, mask=M)  # (B, T, HQ, V)
+    o, c["attn"] = ATTENTION_FORMS[c["mode"]][0](q, k, v, mask=M, backend=backend)  # (B, T, HQ, V)
     # (4) y = concat_heads(o) W_o + b_o
     y, c["out"] = linear(o.reshape(B, T, -1), params["W_o"], params.get("b_o"))  # (B, T, D)
     return y, kv, c
 
 
-def attention_layer(params: dict, x: np.ndarray, *, rotary=False, mask="causal", padding_mask=None, mode="parallel"):
+def attention_layer(
+    params: dict, x: np.ndarray, *, rotary=False, mask="causal", padding_mask=None, mode="parallel", backend="numpy"
+):
     """The attention layer (1)-(4) on x (B, T, D). ``rotary``: RoPE on q and k (Llama). ``mask``:
     "causal" or "bidirectional"; ``padding_mask`` (B, T) bool, True = a real token, hides the other
-    keys. ``mode``: "parallel" or "recurrent" (the same function). Returns ``(y, cache)``."""
+    keys. ``mode``: "parallel" or "recurrent" (the same function). ``backend`` runs (3)
+    (``ref.mixers.attention``: "numba" or "cuda", the tiled kernels); the rest is NumPy.
+    Returns ``(y, cache)``."""
     y, _, cache = _attention_layer(
-        params, x, rotary=rotary, mask=mask, padding_mask=padding_mask, mode=mode, kv=None
+        params, x, rotary=rotary, mask=mask, padding_mask=padding_mask, mode=mode, kv=None, backend=backend
     )
     return y, cache
 
@@ -493,12 +497,12 @@ def _check_block(params, x, norm_keys: set, name: str = "x", where: str = "param
     return check_input(x, D, dtype, name)
 
 
-def _gpt2_block(params, x, *, mask="causal", padding_mask=None, mode="parallel", kv=None):
+def _gpt2_block(params, x, *, mask="causal", padding_mask=None, mode="parallel", kv=None, backend="numpy"):
     x = _check_block(params, x, {"weight", "bias"})
     n1, c_n1 = layer_norm(x, params["norm1"]["weight"], params["norm1"]["bias"], eps=GPT2_NORM_EPS)
     # (5) h = x + Attn(LN(x))
     a, kv, c_attn = _attention_layer(
-        params["attn"], n1, rotary=False, mask=mask, padding_mask=padding_mask, mode=mode, kv=kv
+        params["attn"], n1, rotary=False, mask=mask, padding_mask=padding_mask, mode=mode, kv=kv, backend=backend
     )
     h = x + a
     # (5) y = h + MLP(LN(h))
@@ -507,10 +511,12 @@ def _gpt2_block(params, x, *, mask="causal", padding_mask=None, mode="parallel",
     return h + m, kv, (c_n1, c_attn, c_n2, c_mlp)
 
 
-def gpt2_block(params: dict, x: np.ndarray, *, mask="causal", padding_mask=None, mode="parallel", chunk_size=None):
+def gpt2_block(
+    params: dict, x: np.ndarray, *, mask="causal", padding_mask=None, mode="parallel", chunk_size=None, backend="numpy"
+):
     """The GPT-2 block (5) on x (B, T, D); options as :func:`attention_layer` (``chunk_size``
     unused, see the module docstring). Returns ``(y, cache)``."""
-    y, _, cache = _gpt2_block(params, x, mask=mask, padding_mask=padding_mask, mode=mode)
+    y, _, cache = _gpt2_block(params, x, mask=mask, padding_mask=padding_mask, mode=mode, backend=backend)
     return y, cache
 
 
@@ -583,12 +589,12 @@ def init_llama_block(
     }
 
 
-def _llama_block(params, x, *, mask="causal", padding_mask=None, mode="parallel", kv=None):
+def _llama_block(params, x, *, mask="causal", padding_mask=None, mode="parallel", kv=None, backend="numpy"):
     x = _check_block(params, x, {"weight"})
     # (6) h = x + Attn(RMSNorm(x)), with RoPE
     n1, c_n1 = rms_norm(x, params["norm1"]["weight"], eps=LLAMA_NORM_EPS)
     a, kv, c_attn = _attention_layer(
-        params["attn"], n1, rotary=True, mask=mask, padding_mask=padding_mask, mode=mode, kv=kv
+        params["attn"], n1, rotary=True, mask=mask, padding_mask=padding_mask, mode=mode, kv=kv, backend=backend
     )
     h = x + a
     # (6) y = h + SwiGLU(RMSNorm(h))
@@ -597,10 +603,12 @@ def _llama_block(params, x, *, mask="causal", padding_mask=None, mode="parallel"
     return h + m, kv, (c_n1, c_attn, c_n2, c_mlp)
 
 
-def llama_block(params: dict, x: np.ndarray, *, mask="causal", padding_mask=None, mode="parallel", chunk_size=None):
+def llama_block(
+    params: dict, x: np.ndarray, *, mask="causal", padding_mask=None, mode="parallel", chunk_size=None, backend="numpy"
+):
     """The Llama block (6) on x (B, T, D); options as :func:`attention_layer` (``chunk_size``
     unused, see the module docstring). Returns ``(y, cache)``."""
-    y, _, cache = _llama_block(params, x, mask=mask, padding_mask=padding_mask, mode=mode)
+    y, _, cache = _llama_block(params, x, mask=mask, padding_mask=padding_mask, mode=mode, backend=backend)
     return y, cache
 
 

@@ -315,3 +315,12 @@ def test_blocks_without_aux_loss_are_unchanged(rng):
     assert cache.aux_loss == 0.0
     with pytest.raises(ValueError, match="aux_loss: expected True or False, got 1"):
         register_block("other", len, len, len, aux_loss=1)
+
+
+@pytest.mark.parametrize("block", ["gpt2", "llama", "gla"])
+def test_backend_reaches_the_mixer(rng, block):
+    params = init_lm(rng, 11, 8, 2, block)
+    _, cache = lm_forward(params, rng.integers(0, 11, (2, 5)), backend="numba")
+    got = [c[1]["mixer"][1].backend if block == "gla" else c[1]["attn"].backend for c in cache.blocks]
+    assert got == ["numba", "numba"]
+
