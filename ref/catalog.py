@@ -44,7 +44,7 @@ class Paper:
 
 PAPERS: tuple[Paper, ...] = (
     Paper('multimodn', 'MultiModN- Multimodal, Multi-Task, Interpretable Modular Networks', '2309.14118', 2023, 'multimodal', issues=()),
-    Paper('codegen2', 'CodeGen2: Lessons for Training LLMs on Programming and Natural Languages', '2305.02309', 2023, 'attention', issues=(3,)),
+    Paper('codegen2', 'CodeGen2: Lessons for Training LLMs on Programming and Natural Languages', '2305.02309', 2023, 'attention', issues=(3,), module='ref/tasks/span_corruption.py', lesson='lessons/20_codegen2_infilling.py', figure='figures/20_codegen2_infilling.png', tests='tests/tasks/test_span_corruption.py'),
     Paper('matryoshka', 'Matryoshka Representation Learning', '2205.13147', 2022, 'representation learning', issues=()),
     Paper('rnn_review', 'A Critical Review of Recurrent Neural Networks for Sequence Learning', '1506.00019', 2015, 'recurrent', issues=(6,), kind="survey", module='ref/mixers/rnn/__init__.py', lesson='lessons/13_rnn_review.py', figure='figures/13_rnn_review.png', tests='tests/mixers/test_rnn.py'),
     Paper('ssm_medical_survey', 'Computation-Efficient Era: A Comprehensive Survey of State Space Models in Medical Image Analysis', '2406.03430', 2024, 'state space', issues=(5,), kind="survey", module='ref/models/cross_scan.py', lesson='lessons/12_ssm_surveys_cross_scan.py', figure='figures/12_ssm_surveys_cross_scan.png', tests='tests/models/test_cross_scan.py'),
