@@ -35,6 +35,8 @@ def describe() -> dict:
         cpu=cpu_model(),
         cores=cores,
         numba_threads=numba.config.NUMBA_NUM_THREADS,
+        # NumPy's BLAS threads (set before NumPy starts): unset = one per core
+        blas_threads=os.environ.get("OPENBLAS_NUM_THREADS", "unset"),
         threading_layer=layer,
         python=platform.python_version(),
         numpy=np.__version__,

@@ -9,7 +9,12 @@
 - ``rnn_tasks`` (the adding problem, a label from the future), ``pointer_tasks`` (sorting and
   planar convex hull), ``moving_square`` (a bouncing square, next-frame prediction) and
   ``icl_regression`` (in-context linear regression prompts and the reference learners: OLS, ridge,
-  GD, the Bayes posterior mean), imported from their modules.
+  GD, the Bayes posterior mean), imported from their modules; likewise, one per lesson:
+  ``span_corruption`` (CodeGen2's sentinel spans, mixture and prefix-LM batches, infilling),
+  ``language_conditions`` (sentences, word lists, Jabberwocky, non-words), ``laundry_list``,
+  ``ordinal_sequences`` (numbers, days, months, letters), ``regbench`` (random DFAs, the in-context
+  n-gram estimator), ``probabilistic_fsm``, ``verbatim_lists`` (noun lists that recur),
+  ``moving_dot_videos`` and ``markov_sources`` (topic Markov chains with their exact Bayes loss).
 
 Nothing is downloaded: the files are in ``ref/tasks/data/`` (origins, licenses, sha256 in
 ``data/SOURCES.md``).
