@@ -62,6 +62,7 @@ from ref.mixers.gla import FORMS
 from ref.nn import (
     group_norm,
     group_norm_backward,
+    host_backend,
     linear,
     linear_backward,
     logsigmoid,
@@ -413,10 +414,11 @@ def init_swiglu(rng, D: int, hidden: int | None = None, *, dtype=np.float64) -> 
     }
 
 
-def swiglu(params: dict, x: np.ndarray):
-    """(7) (swish(x W_gate) * (x W_up)) W_down on x (..., D). Returns ``(y, cache)``."""
+def swiglu(params: dict, x: np.ndarray, *, backend: str = "numpy"):
+    """(7) (swish(x W_gate) * (x W_up)) W_down on x (..., D); ``backend`` runs the swish ("numba":
+    fused). Returns ``(y, cache)``."""
     a, c_gate = linear(x, params["W_gate"])  # (..., F)
-    s, c_silu = silu(a)
+    s, c_silu = silu(a, backend=host_backend(backend))
     u, c_up = linear(x, params["W_up"])  # (..., F)
     y, c_down = linear(s * u, params["W_down"])  # (..., D)
     return y, (c_gate, c_silu, c_up, c_down, s, u)
@@ -468,7 +470,7 @@ def _gla_block(params, x, mode, chunk_size, initial_state, backend="numpy"):
     h = x + a
     # (6) y = h + SwiGLU(RMSNorm(h))
     n2, c_n2 = rms_norm(h, params["norm2"]["weight"], eps=BLOCK_NORM_EPS)
-    m, c_mlp = swiglu(params["mlp"], n2)
+    m, c_mlp = swiglu(params["mlp"], n2, backend=backend)
     return h + m, ht, (c_n1, c_mix, c_n2, c_mlp)
 
 

@@ -123,6 +123,7 @@ from ref.nn import (
     embedding_backward,
     gelu,
     gelu_backward,
+    host_backend,
     layer_norm,
     layer_norm_backward,
     linear,
@@ -444,10 +445,11 @@ def init_gpt2_mlp(rng, D: int, hidden: int | None = None, *, out_std: float = IN
     }
 
 
-def gpt2_mlp(params: dict, x: np.ndarray):
-    """gelu_tanh(x W_fc + b_fc) W_proj + b_proj on x (..., D). Returns ``(y, cache)``."""
+def gpt2_mlp(params: dict, x: np.ndarray, *, backend: str = "numpy"):
+    """gelu_tanh(x W_fc + b_fc) W_proj + b_proj on x (..., D); ``backend`` runs the GELU
+    ("numba": fused). Returns ``(y, cache)``."""
     a, c_fc = linear(x, params["W_fc"], params["b_fc"])  # (..., F)
-    s, c_act = gelu(a, approximate="tanh")
+    s, c_act = gelu(a, approximate="tanh", backend=host_backend(backend))
     y, c_proj = linear(s, params["W_proj"], params["b_proj"])  # (..., D)
     return y, (c_fc, c_act, c_proj)
 
@@ -507,7 +509,7 @@ def _gpt2_block(params, x, *, mask="causal", padding_mask=None, mode="parallel",
     h = x + a
     # (5) y = h + MLP(LN(h))
     n2, c_n2 = layer_norm(h, params["norm2"]["weight"], params["norm2"]["bias"], eps=GPT2_NORM_EPS)
-    m, c_mlp = gpt2_mlp(params["mlp"], n2)
+    m, c_mlp = gpt2_mlp(params["mlp"], n2, backend=backend)
     return h + m, kv, (c_n1, c_attn, c_n2, c_mlp)
 
 
@@ -599,7 +601,7 @@ def _llama_block(params, x, *, mask="causal", padding_mask=None, mode="parallel"
     h = x + a
     # (6) y = h + SwiGLU(RMSNorm(h))
     n2, c_n2 = rms_norm(h, params["norm2"]["weight"], eps=LLAMA_NORM_EPS)
-    m, c_mlp = swiglu(params["mlp"], n2)
+    m, c_mlp = swiglu(params["mlp"], n2, backend=backend)
     return h + m, kv, (c_n1, c_attn, c_n2, c_mlp)
 
 

@@ -19,6 +19,7 @@ position embedding).
 from ref.nn.activations import (
     gelu,
     gelu_backward,
+    host_backend,
     logsigmoid,
     logsigmoid_backward,
     relu,
@@ -48,6 +49,7 @@ from ref.nn.rope import rope, rope_backward
 from ref.nn.softmax import log_softmax, log_softmax_backward, softmax, softmax_backward
 
 __all__ = [
+    "host_backend",
     "gradcheck",
     "GradcheckError",
     "GradcheckReport",

@@ -14,6 +14,9 @@ Shapes: x (...), y (...) the same; every backward returns ``(dx,)`` with dx = dy
                                                     f' = sigmoid(beta x), and 1 there
     logsigmoid(x) = log sigmoid(x) = -softplus(-x)  f' = 1 - sigmoid(x) = sigmoid(-x)
 
+``gelu`` and ``silu`` take ``backend="numba"``: the same formulas fused into one parallel pass
+(``numba_kernels.activations_cpu``), for the MLPs of the models' blocks.
+
 Stability: exp is only ever taken of -|x| (a number in (0, 1]), so nothing overflows:
 sigmoid(x) = 1 / (1 + e^{-|x|}) for x >= 0 and e^{-|x|} / (1 + e^{-|x|}) for x < 0, and
 log(1 + e^{x}) = max(x, 0) + log1p(e^{-|x|}). logsigmoid(±1000) is (0, -1000), not NaN.
@@ -27,6 +30,7 @@ import numpy as np
 from scipy.special import erf
 
 from ref import checks
+from ref.backend import resolve
 from ref.nn import _validate
 
 __all__ = [
@@ -34,6 +38,7 @@ __all__ = [
     "relu_backward",
     "gelu",
     "gelu_backward",
+    "host_backend",
     "sigmoid",
     "sigmoid_backward",
     "silu",
@@ -84,22 +89,42 @@ def relu_backward(dy: np.ndarray, cache):
     return _dx(dy, x, (x > 0).astype(x.dtype))
 
 
-def gelu(x: np.ndarray, *, approximate: str = "none"):
-    """Forward. ``approximate="none"`` is the exact erf form, ``"tanh"`` the tanh approximation."""
+def _kernels():
+    from numba_kernels import activations_cpu  # imported on first use: numba compiles lazily
+
+    return activations_cpu
+
+
+def host_backend(backend: str) -> str:
+    """The backend of an activation on host arrays inside a layer that runs on ``backend``:
+    the fused kernels for "numba" and "auto", NumPy for "numpy" and "cuda" (whose kernels take
+    only the sequence mixer; the MLP's arrays stay on the host)."""
+    checks.one_of(backend, "backend", ("numpy", "numba", "cuda", "auto"))
+    return "numba" if backend in ("numba", "auto") else "numpy"
+
+
+def gelu(x: np.ndarray, *, approximate: str = "none", backend: str = "numpy"):
+    """Forward. ``approximate="none"`` is the exact erf form, ``"tanh"`` the tanh approximation;
+    ``backend``: "numpy" (the formulas below) or "numba" (the same, fused)."""
     x = checks.float_array(x, "x")
     approximate = checks.one_of(approximate, "approximate", ("none", "tanh"))
+    if resolve(backend, ("numpy", "numba"), "gelu") == "numba":
+        return _kernels().gelu_cpu(x, approximate), (x, approximate, "numba")
     if approximate == "none":
         # y = x Phi(x),  Phi(x) = (1 + erf(x / sqrt 2)) / 2
         y = x * (0.5 * (1.0 + erf(x / math.sqrt(2.0))))
     else:
         # y = x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) / 2
         y = 0.5 * x * (1.0 + np.tanh(_SQRT_2_OVER_PI * (x + _GELU_CUBIC * x**3)))
-    return y, (x, approximate)
+    return y, (x, approximate, "numpy")
 
 
 def gelu_backward(dy: np.ndarray, cache):
     """Backward. Returns ``(dx,)``."""
-    x, approximate = cache
+    x, approximate, backend = cache
+    if backend == "numba":
+        dy = _validate.cotangent(dy, "dy", x.shape, x.dtype, "(...) the shape of x")
+        return (_kernels().gelu_cpu_backward(dy, x, approximate),)
     if approximate == "none":
         # f' = Phi(x) + x phi(x)
         fprime = 0.5 * (1.0 + erf(x / math.sqrt(2.0))) + x * (_INV_SQRT_2PI * np.exp(-0.5 * x * x))
@@ -125,18 +150,24 @@ def sigmoid_backward(dy: np.ndarray, cache):
     return _dx(dy, s, s * (1.0 - s))
 
 
-def silu(x: np.ndarray):
-    """Forward (also called swish). Returns ``(y, cache)``."""
+def silu(x: np.ndarray, *, backend: str = "numpy"):
+    """Forward (also called swish); ``backend`` as :func:`gelu`. Returns ``(y, cache)``."""
     x = checks.float_array(x, "x")
+    if resolve(backend, ("numpy", "numba"), "silu") == "numba":
+        y, s = _kernels().silu_cpu(x)
+        return y, (x, s, "numba")
     s = _stable_sigmoid(x)
     # y = x sigmoid(x)
     y = x * s
-    return y, (x, s)
+    return y, (x, s, "numpy")
 
 
 def silu_backward(dy: np.ndarray, cache):
     """Backward. Returns ``(dx,)``."""
-    x, s = cache
+    x, s, backend = cache
+    if backend == "numba":
+        dy = _validate.cotangent(dy, "dy", x.shape, x.dtype, "(...) the shape of x")
+        return (_kernels().silu_cpu_backward(dy, x, s),)
     # f' = s (1 + x (1 - s))
     return _dx(dy, x, s * (1.0 + x * (1.0 - s)))
 

@@ -323,4 +323,7 @@ def test_backend_reaches_the_mixer(rng, block):
     _, cache = lm_forward(params, rng.integers(0, 11, (2, 5)), backend="numba")
     got = [c[1]["mixer"][1].backend if block == "gla" else c[1]["attn"].backend for c in cache.blocks]
     assert got == ["numba", "numba"]
+    # ... and the MLP's activation (GELU for gpt2, the swish of SwiGLU otherwise) is the fused one
+    mlp_caches = [c[3] for c in cache.blocks]  # (c_n1, c_attn|c_mixer, c_n2, c_mlp); c_mlp[1]: the activation
+    assert [m[1][-1] for m in mlp_caches] == ["numba", "numba"]
 

@@ -145,3 +145,109 @@ def test_activation_bad_input(name):
     _, cache = fwd(np.ones(3))
     with pytest.raises(ValueError, match=r"dy: expected shape .* = \(3,\) .*got \(1, 3\)"):
         bwd(np.ones((1, 3)), cache)
+
+
+# --- backend="numba": the fused kernels of numba_kernels.activations_cpu ------------------------
+
+FUSED = {
+    "gelu_none": partial(gelu, approximate="none"),
+    "gelu_tanh": partial(gelu, approximate="tanh"),
+    "silu": silu,
+}
+BACKWARD = {"gelu_none": gelu_backward, "gelu_tanh": gelu_backward, "silu": silu_backward}
+
+
+def fused_bound(x, dy, dtype):
+    """Elementwise bound on |numba - NumPy|, both evaluating the same formula in ``dtype``.
+
+    They differ only in rounding: libm's tanh/erf/exp against NumPy's (each within 4 ulp) and
+    the order of a few products (x^3 as x*x*x or x**3, 3 roundings). With y = x g(x), g in
+    [0, 1.13], and g's argument u = sqrt(2/pi) (x + 0.044715 x^3) (or x / sqrt 2, or |x| for the
+    sigmoid), an error of k ulp in g's argument moves g by at most k u |u| |g'| <= k u |u|, and
+    the function's own error adds 4 u; the product with x adds u |y|. So
+    |dy| (1 + |x|) (1 + |u|) 8 u bounds both y (dy = 1) and dx = dy f'(x) (f' adds the same terms
+    once more, hence the 16 u there; we use 16 u for both)."""
+    u = np.finfo(dtype).eps / 2
+    arg = np.abs(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)) + np.abs(x)
+    return 16 * u * np.abs(dy) * (1.0 + np.abs(x)) * (1.0 + arg)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name", list(FUSED))
+def test_fused_kernels_equal_numpy(rng, name, dtype):
+    from tests.compare import assert_within
+
+    x = (rng.standard_normal((3, 7, 33)) * 3.0).astype(dtype)
+    x.flat[:6] = [0.0, -30.0, 30.0, 1e-3, -1e-3, 9.0]  # zero, saturated tails, near zero
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    fwd, bwd = FUSED[name], BACKWARD[name]
+    y_np, c_np = fwd(x)
+    y_nb, c_nb = fwd(x, backend="numba")
+    assert y_nb.dtype == dtype and y_nb.shape == x.shape
+    x64, dy64 = x.astype(np.float64), dy.astype(np.float64)
+    assert_within(f"{name} forward", y_nb, y_np, fused_bound(x64, np.ones_like(x64), dtype))
+    (dx_np,), (dx_nb,) = bwd(dy, c_np), bwd(dy, c_nb)
+    assert dx_nb.dtype == dtype
+    assert_within(f"{name} backward", dx_nb, dx_np, fused_bound(x64, dy64, dtype))
+
+
+@pytest.mark.parametrize("name", list(FUSED))
+def test_fused_kernels_gradcheck(rng, name):
+    gradcheck(partial(FUSED[name], backend="numba"), BACKWARD[name], {"x": _away_from_zero(rng, (3, 5))}, rng=rng,
+              name=f"{name}[numba]")  # fmt: skip
+
+
+def test_fused_kernels_take_strided_input_and_check_the_cotangent(rng):
+    x = rng.standard_normal((6, 8))[:, ::2]  # not contiguous
+    y, cache = gelu(x, approximate="tanh", backend="numba")
+    np.testing.assert_allclose(y, gelu(np.ascontiguousarray(x), approximate="tanh")[0], rtol=1e-14, atol=1e-15)
+    with pytest.raises(ValueError, match="dy: expected shape"):
+        gelu_backward(np.zeros((6, 3)), cache)
+    with pytest.raises(ValueError, match="backend: gelu supports 'numpy', 'numba', got 'cuda'"):
+        gelu(x, backend="cuda")
+
+
+def test_host_backend():
+    from ref.nn import host_backend
+
+    assert [host_backend(b) for b in ("numpy", "numba", "cuda", "auto")] == ["numpy", "numba", "numpy", "numba"]
+    with pytest.raises(ValueError, match="backend: expected one of"):
+        host_backend("gpu")
+
+
+def test_fused_float32_kernels_do_no_float64_arithmetic(monkeypatch):
+    """The constants reach the kernels in the array's dtype: the LLVM IR of each kernel compiled
+    for float32 has no double-precision arithmetic and no double tanh/erf/exp call (uncached
+    serial copies, since code loaded from numba's cache cannot be inspected)."""
+    import re
+
+    from numba import njit
+    from numba.core.registry import CPUDispatcher
+
+    import numba_kernels.activations_cpu as act
+
+    float64_ops = re.compile(
+        r"\b(?:fadd|fsub|fmul|fdiv|fneg)\b[^\n=]*\bdouble\b|call [^\n]*double @(?:llvm\.)?(?:exp|fma|tanh|erf)\b"
+    )
+
+    @njit
+    def planted(x):
+        return math.tanh(x[0] * 0.5)  # a float64 literal: float32 * float64 is float64
+
+    planted(np.ones(1, np.float32))
+    assert float64_ops.search(next(iter(planted.inspect_llvm().values()))), "the pattern must catch a float64 op"
+    fresh = {}
+    for name, fn in list(vars(act).items()):
+        if isinstance(fn, CPUDispatcher):
+            fresh[name] = njit(fn.py_func)
+            monkeypatch.setattr(act, name, fresh[name])
+    x = np.linspace(-4, 4, 11, dtype=np.float32)
+    for approximate in ("tanh", "none"):
+        act.gelu_cpu_backward(x, x, approximate), act.gelu_cpu(x, approximate)
+    y, s = act.silu_cpu(x)
+    act.silu_cpu_backward(x, x, s)
+    assert len(fresh) == 6
+    for name, fn in fresh.items():
+        for ir in fn.inspect_llvm().values():
+            found = float64_ops.search(ir)
+            assert not found, f"{name}: float64 arithmetic in the float32 kernel: {found.group(0)[:120]}"
