@@ -69,27 +69,15 @@ import numpy as np
 
 from ref import checks
 from ref.models.gla import check_dtype, check_rng, normal
-from ref.models.transformer import (
-    GPT2_NORM_EPS,
-    LLAMA_NORM_EPS,
-    gpt2_block,
-    gpt2_block_backward,
-    init_transformer_lm,
-    llama_block,
-    llama_block_backward,
-)
+from ref.models.transformer import ARCHS, init_transformer_lm, transformer_blocks, transformer_blocks_backward
 from ref.nn import (
     _validate,
     cross_entropy,
     cross_entropy_backward,
     embedding,
     embedding_backward,
-    layer_norm,
-    layer_norm_backward,
     linear,
     linear_backward,
-    rms_norm,
-    rms_norm_backward,
     softmax,
     softmax_backward,
 )
@@ -110,8 +98,6 @@ __all__ = [
 
 MEMORY_KINDS = ("hmt", "rmt", "none")
 HMT_KEYS = ("prompt", "memory", "W_q", "W_k")
-# the public block functions of the backbone: (forward, backward) per block kind
-_BLOCK_FNS = {"gpt2": (gpt2_block, gpt2_block_backward), "llama": (llama_block, llama_block_backward)}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -164,7 +150,7 @@ def _check_params(params) -> tuple[int, np.dtype]:
     if not isinstance(params["blocks"], list) or not params["blocks"]:
         raise ValueError(f"params/blocks: expected a non-empty list of blocks, got {params['blocks']!r:.60}")
     for i, entry in enumerate(params["blocks"]):
-        if not isinstance(entry, dict) or len(entry) != 1 or next(iter(entry)) not in _BLOCK_FNS:
+        if not isinstance(entry, dict) or len(entry) != 1 or next(iter(entry)) not in ARCHS:
             got = sorted(entry) if isinstance(entry, dict) else type(entry).__name__
             raise ValueError(f"params/blocks/{i}: expected {{'gpt2' or 'llama': block params}}, got {got}")
     norm = params["norm"]
@@ -196,35 +182,15 @@ def backbone_hidden(params: dict, x: np.ndarray):
             raise ValueError(f"x: expected at most max_len = {P.shape[0]} positions (params/pos_embed), got T = {T}")
         x = x + P[:T]  # (B, T, D)
         c_pos = (T, P.shape)
-    kinds, c_blocks = [], []
-    for entry in params["blocks"]:
-        (kind,) = entry
-        x, c = _BLOCK_FNS[kind][0](entry[kind], x)
-        kinds.append(kind)
-        c_blocks.append(c)
-    norm = params["norm"]
-    if "bias" in norm:
-        h, c_norm = layer_norm(x, norm["weight"], norm["bias"], eps=GPT2_NORM_EPS)
-    else:
-        h, c_norm = rms_norm(x, norm["weight"], eps=LLAMA_NORM_EPS)
-    return h, (kinds, c_blocks, ("bias" in norm, c_norm), c_pos)
+    h, _, c_blocks = transformer_blocks(params, x)  # causal, as the backbone LM
+    return h, (c_blocks, c_pos)
 
 
 def backbone_hidden_backward(params: dict, cache, dh: np.ndarray):
     """Returns ``(dx, grads)``, grads a dict with the backbone's ``blocks``, ``norm`` and, when it
     has them, ``pos_embed``."""
-    kinds, c_blocks, (has_bias, c_norm), c_pos = cache
-    g = {}
-    if has_bias:
-        dx, dw, db = layer_norm_backward(dh, c_norm)
-        g["norm"] = {"weight": dw, "bias": db}
-    else:
-        dx, dw = rms_norm_backward(dh, c_norm)
-        g["norm"] = {"weight": dw}
-    g["blocks"] = [None] * len(kinds)
-    for i in range(len(kinds) - 1, -1, -1):
-        dx, grads = _BLOCK_FNS[kinds[i]][1](params["blocks"][i][kinds[i]], c_blocks[i], dx)
-        g["blocks"][i] = {kinds[i]: grads}
+    c_blocks, c_pos = cache
+    dx, g = transformer_blocks_backward(params, c_blocks, dh)
     if c_pos is not None:
         T, shape = c_pos
         g["pos_embed"] = np.zeros(shape, dx.dtype)

@@ -153,6 +153,9 @@ __all__ = [
     "llama_block",
     "llama_block_backward",
     "llama_block_step",
+    "transformer_blocks",
+    "transformer_blocks_backward",
+    "prefix_lm_mask",
     "init_transformer_lm",
     "transformer_lm_forward",
     "transformer_lm_backward",
@@ -765,12 +768,12 @@ def _final_norm_backward(dn, cache):
     return dh, {"weight": dw}
 
 
-def _stack(params, tokens, *, mask, padding_mask=None, mode="parallel", caches=None):
-    """(7), the blocks, the final norm. With ``caches`` (one KVCache per block) the tokens follow
-    the cached ones. Returns (n (B, T, D), caches, cache)."""
+def transformer_blocks(params: dict, h: np.ndarray, *, mask="causal", padding_mask=None, mode="parallel", caches=None):
+    """The blocks and the final norm on embeddings h (B, T, D): the model between (7) and the head
+    (8), for wrappers that build their own input embeddings (HMT's memory tokens, for one). With
+    ``caches`` (one KVCache per block) the T positions follow the cached ones. Returns
+    ``(n (B, T, D), caches, cache)``."""
     kinds = [_block_kind(entry, i) for i, entry in enumerate(params["blocks"])]
-    t0 = 0 if caches is None else caches[0].length
-    h, c_emb = _embed(params, tokens, t0)
     c_blocks = []
     for i, kind in enumerate(kinds):
         kv = None if caches is None else caches[i]
@@ -781,18 +784,37 @@ def _stack(params, tokens, *, mask, padding_mask=None, mode="parallel", caches=N
             caches[i] = kv
         c_blocks.append(c)
     n, c_norm = _final_norm(params, h)
-    return n, caches, (kinds, c_emb, c_blocks, c_norm)
+    return n, caches, (kinds, c_blocks, c_norm)
 
 
-def _stack_backward(params, cache, dn) -> dict:
-    """Gradients of embed, pos_embed, blocks, norm (the embedding's share only: a tied head adds)."""
-    kinds, c_emb, c_blocks, c_norm = cache
+def transformer_blocks_backward(params: dict, cache, dn: np.ndarray):
+    """Returns ``(dh, grads)``: the gradient of the embeddings h and a dict of the ``blocks`` and
+    ``norm`` gradients."""
+    kinds, c_blocks, c_norm = cache
     g = {}
     dh, g["norm"] = _final_norm_backward(dn, c_norm)
     g["blocks"] = [None] * len(kinds)
     for i in range(len(kinds) - 1, -1, -1):
         dh, grads = _BLOCKS[kinds[i]][2](params["blocks"][i][kinds[i]], c_blocks[i], dh)
         g["blocks"][i] = {kinds[i]: grads}
+    return dh, g
+
+
+def _stack(params, tokens, *, mask, padding_mask=None, mode="parallel", caches=None):
+    """(7), the blocks, the final norm. With ``caches`` (one KVCache per block) the tokens follow
+    the cached ones. Returns (n (B, T, D), caches, cache)."""
+    for i, entry in enumerate(params["blocks"]):
+        _block_kind(entry, i)  # a wrong block kind is named before the embedding is computed
+    t0 = 0 if caches is None else caches[0].length
+    h, c_emb = _embed(params, tokens, t0)
+    n, caches, c_blocks = transformer_blocks(params, h, mask=mask, padding_mask=padding_mask, mode=mode, caches=caches)
+    return n, caches, (c_emb, c_blocks)
+
+
+def _stack_backward(params, cache, dn) -> dict:
+    """Gradients of embed, pos_embed, blocks, norm (the embedding's share only: a tied head adds)."""
+    c_emb, c_blocks = cache
+    dh, g = transformer_blocks_backward(params, c_blocks, dn)
     g["embed"], dP = _embed_backward(dh, c_emb)
     if dP is not None:
         g["pos_embed"] = dP
