@@ -30,18 +30,17 @@ Optimizations:
 * tasks of (batch, block of channels) (``plan``), sequential over time inside a channel, with the
   channel's (N,) state in a local array. A problem that makes a single task runs in a serial twin.
 * vectorised exps. numba calls a scalar libm ``exp`` (5-10 ns here) that stops LLVM from
-  vectorising; the B L D N exps of exp(dt A) were most of the time. ``vexp`` and ``vsoftplus``
-  (below) are branch-free polynomial versions (Cody-Waite reduction, Cephes / Taylor polynomials,
-  2^k assembled from its bits; within 1 ulp, softplus within 2 ulp; NumPy's own exp is within 1-3
-  ulp), so each loop over the N state entries becomes AVX2/AVX-512 code: 0.7 ns instead of 5 ns
-  per float32 exp on the reference machine. The kernels compile with ``error_model="numpy"``:
-  numba's default Python error model puts a ZeroDivisionError test before every division, which
-  also blocks vectorisation.
+  vectorising; the B L D N exps of exp(dt A) were most of the time. ``numba_kernels.vecmath``'s
+  ``vexp`` and ``vsoftplus`` are branch-free polynomial versions (within 1 and 2 ulp), so each
+  loop over the N state entries becomes AVX2/AVX-512 code: 0.7 ns instead of 5 ns per float32
+  exp on the reference machine. The kernels compile with ``error_model="numpy"``: numba's
+  default Python error model puts a ZeroDivisionError test before every division, which also
+  blocks vectorisation.
 * per chunk of ``CHECKPOINT`` steps the per-step scalars (dt with its softplus, the z gate and
   its derivative, du, ddelta) are computed in vectorised loops over time into small local
   buffers; only the loop over the N entries remains inside the sequential time loop. Sums over
   the N entries (y = x . C, and the backward's sums for ddelta and du) use eight partial sums
-  (``_sum``), since an ordered float sum does not vectorise.
+  (``vecmath.lane_sum``), since an ordered float sum does not vectorise.
 * the backward recomputes instead of storing: the forward saves the state every ``CHECKPOINT``
   steps (B D N L / CHECKPOINT values, a quarter of u's size at N = 16); the backward takes the
   chunks in reverse, recomputes each chunk's dt, decays and states from its checkpoint into local
@@ -60,20 +59,16 @@ Outputs are allocated by the wrappers; kernels write into them and return nothin
 
 from __future__ import annotations
 
-import struct
-
 import numpy as np
-from llvmlite import ir
-from numba import njit, prange, types
-from numba.extending import intrinsic, overload
+from numba import njit, prange
+
+from numba_kernels.vecmath import LANES, SOFTPLUS_THRESHOLD, lane_dot, lane_sum, vexp, vsoftplus
 
 _JIT = dict(parallel=True, cache=True, fastmath={"contract"}, error_model="numpy")
 _JIT_SERIAL = dict(cache=True, fastmath={"contract"}, error_model="numpy")
 _INLINE = dict(inline="always", fastmath={"contract"}, error_model="numpy")
 
 CHECKPOINT = 64  # steps between the states the forward saves for the backward (and the chunk of the buffers)
-SOFTPLUS_THRESHOLD = 20  # softplus(x) = x above it (torch's F.softplus, mamba_ssm)
-LANES = 8  # partial sums of ``_sum``
 
 
 def plan(B: int, D: int, tasks_per_thread: int = 2) -> tuple[int, bool]:
@@ -86,170 +81,7 @@ def plan(B: int, D: int, tasks_per_thread: int = 2) -> tuple[int, bool]:
     return blk, B * -(-D // blk) > 1
 
 
-# --- vectorisable exp and softplus -----------------------------------------------------------------
-# exp(x) = 2^k exp(r) with k = round(x / ln 2) and r = x - k ln 2 (ln 2 split in a high part with
-# trailing zero bits and a low part, so k ln2_hi is exact: Cody-Waite), |r| <= ln 2 / 2; exp(r) by a
-# polynomial; 2^k from its bits. Rounding to an integer without a float-to-int conversion (AVX2 has
-# none for float64): x + 1.5 2^(p-1) - 1.5 2^(p-1) rounds x, and the integer sits in the low bits of
-# x + 1.5 2^(p-1). The scale is applied as 2^k1 2^(k - k1) so both factors are normal numbers for
-# every k from the smallest subnormal result to the largest finite one.
-
-_MAGIC32 = 12582912.0  # 1.5 * 2**23
-_MAGIC64 = 6755399441055744.0  # 1.5 * 2**52
-_MAGIC32_BITS = struct.unpack("<i", struct.pack("<f", _MAGIC32))[0]
-_MAGIC64_BITS = struct.unpack("<q", struct.pack("<d", _MAGIC64))[0]
-
-
-@intrinsic
-def _pow2_f32(typingctx, k):
-    """2**k for an integer-valued float32 k in [-126, 127], assembled from its bits."""
-
-    def codegen(context, builder, sig, args):
-        i32 = ir.IntType(32)
-        bits = builder.bitcast(builder.fadd(args[0], ir.Constant(ir.FloatType(), _MAGIC32)), i32)  # k in the low bits
-        bits = builder.add(bits, ir.Constant(i32, (127 - _MAGIC32_BITS) % (1 << 32)))  # k + 127: the biased exponent
-        return builder.bitcast(builder.shl(bits, ir.Constant(i32, 23)), ir.FloatType())
-
-    return types.float32(types.float32), codegen
-
-
-@intrinsic
-def _pow2_f64(typingctx, k):
-    """2**k for an integer-valued float64 k in [-1022, 1023], assembled from its bits."""
-
-    def codegen(context, builder, sig, args):
-        i64 = ir.IntType(64)
-        bits = builder.bitcast(builder.fadd(args[0], ir.Constant(ir.DoubleType(), _MAGIC64)), i64)
-        bits = builder.add(bits, ir.Constant(i64, (1023 - _MAGIC64_BITS) % (1 << 64)))
-        return builder.bitcast(builder.shl(bits, ir.Constant(i64, 52)), ir.DoubleType())
-
-    return types.float64(types.float64), codegen
-
-
-def vexp(x):
-    """exp(x) for a float32 or float64 scalar, within 1 ulp, in a form LLVM vectorises (in jitted code)."""
-    return np.exp(x)
-
-
-def vsoftplus(x):
-    """log(1 + exp(x)), and x itself above 20 (torch's threshold); within 2 ulp, vectorisable (in jitted code)."""
-    return x if x > SOFTPLUS_THRESHOLD else np.log1p(np.exp(x))
-
-
-@overload(vexp, jit_options=dict(fastmath={"contract"}, error_model="numpy"), inline="always")
-def _vexp_impl(x):
-    if x == types.float32:
-
-        def exp32(x):
-            f = np.float32
-            xc = min(max(x, f(-104.0)), f(89.0))  # exp(-104) rounds to 0, exp(89) to inf
-            k = (xc * f(1.4426950408889634) + f(_MAGIC32)) - f(_MAGIC32)  # round(x / ln 2)
-            r = (xc - k * f(0.693359375)) - k * f(-2.12194440e-4)
-            p = f(1.9875691500e-4)  # exp(r), Cephes expf
-            p = p * r + f(1.3981999507e-3)
-            p = p * r + f(8.3334519073e-3)
-            p = p * r + f(4.1665795894e-2)
-            p = p * r + f(1.6666665459e-1)
-            p = p * r + f(5.0000001201e-1)
-            p = p * (r * r) + r + f(1.0)
-            k1 = (k * f(0.5) + f(_MAGIC32)) - f(_MAGIC32)
-            return p * _pow2_f32(k1) * _pow2_f32(k - k1)
-
-        return exp32
-    if x == types.float64:
-
-        def exp64(x):
-            xc = min(max(x, -746.0), 710.0)
-            k = (xc * 1.4426950408889634 + _MAGIC64) - _MAGIC64
-            r = (xc - k * 6.93147180369123816490e-01) - k * 1.90821492927058770002e-10
-            p = 1.0 / 6227020800.0  # exp(r): Taylor to r^13 / 13!, the remainder below 0.04 ulp
-            p = p * r + 1.0 / 479001600.0
-            p = p * r + 1.0 / 39916800.0
-            p = p * r + 1.0 / 3628800.0
-            p = p * r + 1.0 / 362880.0
-            p = p * r + 1.0 / 40320.0
-            p = p * r + 1.0 / 5040.0
-            p = p * r + 1.0 / 720.0
-            p = p * r + 1.0 / 120.0
-            p = p * r + 1.0 / 24.0
-            p = p * r + 1.0 / 6.0
-            p = p * r + 0.5
-            p = p * (r * r) + r + 1.0
-            k1 = (k * 0.5 + _MAGIC64) - _MAGIC64
-            return p * _pow2_f64(k1) * _pow2_f64(k - k1)
-
-        return exp64
-    return None
-
-
-# softplus(x) = max(x, 0) + log1p(w), w = exp(-|x|) in (0, 1]. log1p(w) = log(y) + c with y = 1 + w in
-# (1, 2] and c = (w - (y - 1)) / y the rounding of 1 + w to first order; log(y) = e ln 2 + log(m),
-# m = y or y / 2 in [sqrt(1/2), sqrt(2)], log(m) = log((1 + s) / (1 - s)) with s = (m - 1) / (m + 1),
-# a polynomial in s^2 (musl's logf and fdlibm's log).
-
-
-@overload(vsoftplus, jit_options=dict(fastmath={"contract"}, error_model="numpy"), inline="always")
-def _vsoftplus_impl(x):
-    if x == types.float32:
-
-        def softplus32(x):
-            f = np.float32
-            w = vexp(-abs(x))
-            y = f(1.0) + w
-            c = (w - (y - f(1.0))) / y
-            e = f(y > f(1.4142135))  # 1 or 0: no branches (inlined branches upset numba's IR checks)
-            m = y * (f(1.0) - f(0.5) * e)
-            g = m - f(1.0)  # exact
-            s = g / (f(2.0) + g)
-            z = s * s
-            R = z * (f(0.66666662693) + z * (f(0.40000972152) + z * (f(0.28498786688) + z * f(0.24279078841))))
-            hg = f(0.5) * g * g
-            log_m = g - (hg - s * (hg + R))
-            sp = max(x, f(0.0)) + (e * f(0.6931471805599453) + (log_m + c))
-            # x above the threshold: sp + (x - sp) is exactly x (x - sp is exact, Sterbenz)
-            return sp + f(x > f(SOFTPLUS_THRESHOLD)) * (x - sp)
-
-        return softplus32
-    if x == types.float64:
-
-        def softplus64(x):
-            w = vexp(-abs(x))
-            y = 1.0 + w
-            c = (w - (y - 1.0)) / y
-            e = np.float64(y > 1.4142135623730951)
-            m = y * (1.0 - 0.5 * e)
-            g = m - 1.0
-            s = g / (2.0 + g)
-            z = s * s
-            z2 = z * z
-            R = z2 * (3.999999999940941908e-01 + z2 * (2.222219843214978396e-01 + z2 * 1.531383769920937332e-01))
-            R += z * (6.666666666666735130e-01 + z2 * (2.857142874366239149e-01 + z2 * (
-                1.818357216161805012e-01 + z2 * 1.479819860511658591e-01)))
-            hg = 0.5 * g * g
-            log_m = g - (hg - s * (hg + R))
-            sp = max(x, 0.0) + (e * 6.93147180559945309417e-01 + (log_m + c))
-            return sp + np.float64(x > SOFTPLUS_THRESHOLD) * (x - sp)
-
-        return softplus64
-    return None
-
-
 # --- small vectorised helpers ----------------------------------------------------------------------
-
-
-@njit(**_INLINE)
-def _sum(v, n, lanes):
-    """v[0] + ... + v[n-1] with ``LANES`` partial sums (an ordered sum does not vectorise)."""
-    n8 = n - n % LANES
-    for j in range(LANES):
-        lanes[j] = 0
-    for i in range(0, n8, LANES):
-        for j in range(LANES):
-            lanes[j] += v[i + j]
-    s = ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6])) + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]))
-    for i in range(n8, n):
-        s += v[i]
-    return s
 
 
 @njit(**_INLINE)
@@ -268,21 +100,6 @@ def _discretize_steps(dl, ul, bias, softplus, dtb, dtub, n):
 
 
 # --- the work of one task ------------------------------------------------------------------------
-
-
-@njit(**_INLINE)
-def _dot(x, y, n, lanes):
-    """x[0] y[0] + ... + x[n-1] y[n-1] with ``LANES`` partial sums."""
-    n8 = n - n % LANES
-    for j in range(LANES):
-        lanes[j] = 0
-    for i in range(0, n8, LANES):
-        for j in range(LANES):
-            lanes[j] += x[i + j] * y[i + j]
-    s = ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6])) + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]))
-    for i in range(n8, n):
-        s += x[i] * y[i]
-    return s
 
 
 @njit(**_JIT_SERIAL)
@@ -330,7 +147,7 @@ def _forward_task(u, delta, A, B4, C4, Dv, z, bias, softplus, gated, varB, varC,
                     xn = vexp(dt * Ad[n]) * x[n] + dtu * Bt[n]
                     x[n] = xn
                     prod[n] = xn * Ct[n]
-                yb[j] = _sum(prod, N, lanes)
+                yb[j] = lane_sum(prod, N, lanes)
             ol = out[b, d, t0:t0 + nt]
             if gated:
                 zl = z[b, d, t0:t0 + nt]
@@ -436,8 +253,8 @@ def _backward_task(u, delta, A, B4, C4, Dv, z, bias, softplus, gated, varB, varC
                     daa = Gj[n] * xaj[n]  # da_t a_t, da_t = dx_t x_{t-1}
                     tA[n] = daa
                     accAi[n] += daa * dt  # dA += da_t a_t dt_t
-                sAb[j] = _dot(tA, Ad, N, lanes)  # sum_n da_t a_t A
-                sBb[j] = _dot(Gj, Bt, N, lanes)  # sum_n db_t B_t, db_t = dx_t
+                sAb[j] = lane_dot(tA, Ad, N, lanes)  # sum_n da_t a_t A
+                sBb[j] = lane_dot(Gj, Bt, N, lanes)  # sum_n db_t B_t, db_t = dx_t
                 if tB:
                     dBt = dBrows[t0 + j]
                     for n in range(N):
@@ -465,7 +282,7 @@ def _backward_task(u, delta, A, B4, C4, Dv, z, bias, softplus, gated, varB, varC
             if gated:
                 for j in range(nt):
                     Ct = Crows[t0 + j if tC else 0]
-                    yb[j] = _dot(xb[j + 1], Ct, N, lanes)  # y_t = x_t . C_t
+                    yb[j] = lane_dot(xb[j + 1], Ct, N, lanes)  # y_t = x_t . C_t
                 zl = z[b, d, t0:t0 + nt]
                 dzl = dz[b, d, t0:t0 + nt]
                 for j in range(nt):

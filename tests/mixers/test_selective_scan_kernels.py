@@ -192,34 +192,6 @@ def test_the_cache_keeps_no_state_per_step():
     assert cache.scan.shape == (1, 3, -(-200 // ss_cpu.CHECKPOINT), 4)
 
 
-def test_vectorised_exp_and_softplus():
-    """vexp within 1 ulp and vsoftplus within 2 ulp of the exact value (extended precision), over
-    the whole range, with exp's overflow to inf and underflow to 0."""
-
-    @njit(fastmath={"contract"}, error_model="numpy")
-    def apply(x, e, s):
-        for i in range(x.shape[0]):
-            e[i] = ss_cpu.vexp(x[i])
-            s[i] = ss_cpu.vsoftplus(x[i])
-
-    for dtype, lo, hi in ((np.float32, -110.0, 95.0), (np.float64, -760.0, 715.0)):
-        x = np.concatenate([np.linspace(lo, hi, 200_001), np.linspace(-2, 2, 20_001), [0.0, 20.0, 20.5, -0.0]])
-        x = x.astype(dtype)
-        e, s = np.empty_like(x), np.empty_like(x)
-        apply(x, e, s)
-        xl = x.astype(np.longdouble)
-        finfo = np.finfo(dtype)
-        for name, got, exact, ulps in (
-            ("exp", e, np.exp(xl), 1.0),
-            ("softplus", s, np.where(xl > 20, xl, np.log1p(np.exp(xl))), 2.0),
-        ):
-            finite = np.abs(exact) <= finfo.max
-            ulp = np.maximum(np.spacing(exact[finite].astype(dtype)).astype(np.longdouble), finfo.smallest_subnormal)
-            err = float((np.abs(got[finite] - exact[finite]) / ulp).max())
-            assert err <= ulps, f"{np.dtype(dtype).name} {name}: {err:.3f} ulp"
-        assert np.isinf(e[x > np.log(finfo.max)]).all() and (e[x < np.log(finfo.smallest_subnormal) - 1] == 0).all()
-
-
 FLOAT64_OPS = re.compile(
     r"\b(?:fadd|fsub|fmul|fdiv|fneg)\b[^\n=]*\bdouble\b|call [^\n]*double @(?:llvm\.)?(?:exp|fma|log)"
 )
