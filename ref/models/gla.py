@@ -322,7 +322,7 @@ def _gla_layer(params, x, mode, chunk_size, initial_state, backend="numpy"):
         # (2) log alpha = logsigmoid(x W_a1 W_a2 + b_a) / tau
         a1, c["a1"] = linear(x, params["W_a1"])  # (B, T, R)
         a2, c["a2"] = head_linear(a1, params["W_a2"], params["b_a"])  # (B, T, H, K)
-        ls, c["logsigmoid"] = logsigmoid(a2)
+        ls, c["logsigmoid"] = logsigmoid(a2, backend=host_backend(backend))
         gk = ls / TAU  # (B, T, H, K), <= 0
     # (3) S_t = diag(alpha_t) S_{t-1} + k_t^T v_t,  o_t = K^-1/2 q_t S_t
     o, ht, c["mixer"] = run_mixer(
@@ -334,7 +334,7 @@ def _gla_layer(params, x, mode, chunk_size, initial_state, backend="numpy"):
     if output_gated:
         # (4) r = swish(x W_r + b_r), then z * r
         r_pre, c["r_lin"] = linear(x, params["W_r"], params["b_r"])  # (B, T, H*V)
-        r, c["r_silu"] = silu(r_pre)
+        r, c["r_silu"] = silu(r_pre, backend=host_backend(backend))
         c["z"], c["r"] = z, r
         z = z * r
     # (5) y = (GroupNorm(o) * r) W_o

@@ -14,8 +14,8 @@ Shapes: x (...), y (...) the same; every backward returns ``(dx,)`` with dx = dy
                                                     f' = sigmoid(beta x), and 1 there
     logsigmoid(x) = log sigmoid(x) = -softplus(-x)  f' = 1 - sigmoid(x) = sigmoid(-x)
 
-``gelu`` and ``silu`` take ``backend="numba"``: the same formulas fused into one parallel pass
-(``numba_kernels.activations_cpu``), for the MLPs of the models' blocks.
+``gelu``, ``silu`` and ``logsigmoid`` take ``backend="numba"``: the same formulas fused into one
+parallel pass (``numba_kernels.activations_cpu``), for the MLPs and gates of the models' blocks.
 
 Stability: exp is only ever taken of -|x| (a number in (0, 1]), so nothing overflows:
 sigmoid(x) = 1 / (1 + e^{-|x|}) for x >= 0 and e^{-|x|} / (1 + e^{-|x|}) for x < 0, and
@@ -206,16 +206,21 @@ def softplus_backward(dy: np.ndarray, cache):
     return _dx(dy, x, np.where(linear, 1.0, _stable_sigmoid(bx)).astype(x.dtype, copy=False))
 
 
-def logsigmoid(x: np.ndarray):
-    """Forward. Returns ``(y, cache)``; finite for every finite x."""
+def logsigmoid(x: np.ndarray, *, backend: str = "numpy"):
+    """Forward. Returns ``(y, cache)``; finite for every finite x. ``backend`` as :func:`gelu`."""
     x = checks.float_array(x, "x")
+    if resolve(backend, ("numpy", "numba"), "logsigmoid") == "numba":
+        return _kernels().logsigmoid_cpu(x), (x, "numba")
     # y = log sigmoid(x) = -log(1 + e^{-x}) = min(x, 0) - log1p(e^{-|x|})
     y = np.minimum(x, 0) - np.log1p(np.exp(-np.abs(x)))
-    return y, (x,)
+    return y, (x, "numpy")
 
 
 def logsigmoid_backward(dy: np.ndarray, cache):
     """Backward. Returns ``(dx,)``."""
-    (x,) = cache
+    x, backend = cache
+    if backend == "numba":
+        dy = _validate.cotangent(dy, "dy", x.shape, x.dtype, "(...) the shape of x")
+        return (_kernels().logsigmoid_cpu_backward(dy, x),)
     # f' = 1 - sigmoid(x) = sigmoid(-x)
     return _dx(dy, x, _stable_sigmoid(-x))
