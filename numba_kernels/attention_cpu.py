@@ -53,11 +53,18 @@ Optimizations:
   heads wider than 64, ``default_block``): 64^3 products run at about 45 GFLOP/s on the 2-core
   reference machine, and are small enough that OpenBLAS does not start threads of its own
   inside the numba threads.
+* the row work vectorises: the exps are ``numba_kernels.vecmath.vexp`` (libm's scalar exp is a
+  call that stops LLVM from vectorising a loop), the row max and sum take eight partial results
+  (``lane_max``, ``lane_sum``), and the loops run over the row's allowed keys as a contiguous
+  view, the boolean mask array in a separate loop. At B = 8, T = 512, 4 heads of 32 (float32,
+  causal, 2 cores) this took the forward from 30-39 ms to 16 ms and the backward from 39-48 ms
+  to 33 ms; the tile products are now most of the time.
 * scratch is allocated by the wrappers, one set of tiles per worker (``workers``, the numba
   threads): each worker runs the tasks w, w + W, w + 2W, ... (interleaved, so the longer causal
   tiles spread over the workers). Every array lives in NumPy memory, which ``tracemalloc`` sees.
-* ``fastmath={"contract"}`` (FMAs, no unsafe flags: -inf must stay -inf); ``cache=True``;
-  float32 stays float32 (``np.exp`` of a float32 is float32, constants in the input dtype).
+* ``fastmath={"contract"}`` (FMAs, no unsafe flags: -inf must stay -inf); ``error_model="numpy"``
+  (no ZeroDivisionError test before each division, which would also block vectorisation);
+  ``cache=True``; float32 stays float32 (constants in the input dtype).
 
 Outputs are allocated by the wrappers; kernels write into them and return nothing.
 """
@@ -67,8 +74,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-_JIT = dict(parallel=True, cache=True, fastmath={"contract"})
-_JIT_SERIAL = dict(cache=True, fastmath={"contract"})
+from numba_kernels.vecmath import LANES, lane_max, lane_sum, vexp
+
+_JIT = dict(parallel=True, cache=True, fastmath={"contract"}, error_model="numpy")
+_JIT_SERIAL = dict(cache=True, fastmath={"contract"}, error_model="numpy")
 
 GEMM_LIMIT = 64**3  # the largest tile product m n k that OpenBLAS runs on the calling thread
 
@@ -137,17 +146,21 @@ def _any_allowed(marr, bm, hm, t0, t1, s0, s1):
 
 @njit(**_JIT_SERIAL)
 def _row_keys(kind, t, off, S, window, chunk, prefix, s0, bk):
-    """Columns jlo:jhi of the key tile starting at s0 inside the interval of query t (maybe empty)."""
+    """Columns jlo:jhi of the key tile starting at s0 inside the interval of query t; 0 <= jlo <=
+    jhi <= bk (jlo = jhi: none)."""
     lo, hi = key_range(kind, t + off, S, window, chunk, prefix)
     hi = min(hi, S - 1)
-    return max(lo - s0, 0), max(min(hi - s0 + 1, bk), 0)
+    jlo = min(max(lo - s0, 0), bk)
+    return jlo, max(min(hi - s0 + 1, bk), jlo)
 
 
 # --- forward -------------------------------------------------------------------------------------
 
 
 @njit(**_JIT_SERIAL)
-def _forward_task(qh, kh, vh, scale, T, S, kind, window, chunk, prefix, marr, oh, lse, sc, acc, pv, m, l, b, hq, qt):
+def _forward_task(
+    qh, kh, vh, scale, T, S, kind, window, chunk, prefix, marr, oh, lse, sc, acc, pv, m, l, lanes, b, hq, qt
+):
     """Query tile qt of (b, hq): the online softmax (1)-(4) over its visible key tiles, then (5)."""
     bq, bk = sc.shape
     G = qh.shape[1] // kh.shape[1]
@@ -177,23 +190,23 @@ def _forward_task(qh, kh, vh, scale, T, S, kind, window, chunk, prefix, marr, oh
             jlo, jhi = 0, 0
             if t < T:
                 jlo, jhi = _row_keys(kind, t, off, S, window, chunk, pb, s0, bk)
-            mnew = m[i]
-            for j in range(jlo, jhi):
-                x = scale * row[j]  # s_ts
-                if kind == ARRAY and not marr[bm, hm, t, s0 + j]:
-                    x = ninf
-                row[j] = x
-                if x > mnew:
-                    mnew = x  # (1)
+            keys = row[jlo:jhi]  # the row's allowed keys in this tile
+            n = jhi - jlo
+            for j in range(n):
+                keys[j] *= scale  # s_ts
+            if kind == ARRAY:
+                mrow = marr[bm, hm, t, s0 + jlo : s0 + jhi]
+                for j in range(n):
+                    if not mrow[j]:
+                        keys[j] = ninf
+            mnew = max(m[i], lane_max(keys, n, lanes))  # (1)
             if mnew == ninf:  # nothing allowed in this row so far
                 row[:] = zero
                 continue
-            alpha = np.exp(m[i] - mnew)  # exp(m_t - m'_t); 0 when m_t = -inf
-            total = zero
-            for j in range(jlo, jhi):
-                e = np.exp(row[j] - mnew)  # (2)
-                row[j] = e
-                total += e
+            alpha = vexp(m[i] - mnew)  # exp(m_t - m'_t); 0 when m_t = -inf
+            for j in range(n):
+                keys[j] = vexp(keys[j] - mnew)  # (2)
+            total = lane_sum(keys, n, lanes)
             row[:jlo] = zero  # off the row's keys: P = 0
             row[jhi:] = zero
             l[i] = alpha * l[i] + total  # (3)
@@ -219,7 +232,7 @@ def _forward_task(qh, kh, vh, scale, T, S, kind, window, chunk, prefix, marr, oh
 
 
 @njit(**_JIT)
-def _forward(qh, kh, vh, scale, T, S, kind, window, chunk, prefix, marr, oh, lse, sc, acc, pv, m, l):
+def _forward(qh, kh, vh, scale, T, S, kind, window, chunk, prefix, marr, oh, lse, sc, acc, pv, m, l, lanes):
     B, HQ, Tp, _ = qh.shape
     bq = sc.shape[1]
     nq = Tp // bq
@@ -229,7 +242,7 @@ def _forward(qh, kh, vh, scale, T, S, kind, window, chunk, prefix, marr, oh, lse
         for task in range(w, tasks, W):
             _forward_task(
                 qh, kh, vh, scale, T, S, kind, window, chunk, prefix, marr, oh, lse,
-                sc[w], acc[w], pv[w], m[w], l[w], task // (HQ * nq), (task // nq) % HQ, task % nq,
+                sc[w], acc[w], pv[w], m[w], l[w], lanes[w], task // (HQ * nq), (task // nq) % HQ, task % nq,
             )  # fmt: skip
 
 
@@ -273,12 +286,17 @@ def _backward_task(
                     if t < T and lse[b, hq, t] > -np.inf:  # padding and fully masked rows: P = 0
                         jlo, jhi = _row_keys(kind, t, off, S, window, chunk, pb, s0, bk)
                     li, Di = lse[b, hq, t], D[b, hq, t]
-                    for j in range(jlo, jhi):
-                        p = zero
-                        if kind != ARRAY or marr[bm, hm, t, s0 + j]:
-                            p = np.exp(scale * prow[j] - li)  # (6): P_ts
-                        prow[j] = p
-                        drow[j] = p * (drow[j] - Di)  # (6): dS_ts
+                    pk, dk_ = prow[jlo:jhi], drow[jlo:jhi]  # the row's allowed keys in this tile
+                    for j in range(jhi - jlo):
+                        p = vexp(scale * pk[j] - li)  # (6): P_ts
+                        pk[j] = p
+                        dk_[j] = p * (dk_[j] - Di)  # (6): dS_ts
+                    if kind == ARRAY:
+                        mrow = marr[bm, hm, t, s0 + jlo : s0 + jhi]
+                        for j in range(jhi - jlo):
+                            if not mrow[j]:
+                                pk[j] = zero
+                                dk_[j] = zero
                     prow[:jlo] = zero  # off the row's keys: P = dS = 0
                     prow[jhi:] = zero
                     drow[:jlo] = zero
@@ -369,8 +387,8 @@ def attention_cpu(q, k, v, scale, mask="causal", window=None, chunk_size=None, p
     lse = np.empty((B, HQ, qh.shape[2]), dtype)
     W = workers(B * HQ * (qh.shape[2] // bq))
     sc, acc, pv = np.empty((W, bq, bk), dtype), np.empty((W, bq, V), dtype), np.empty((W, bq, V), dtype)
-    m, l = np.empty((W, bq), dtype), np.empty((W, bq), dtype)
-    _forward(qh, kh, vh, dtype.type(scale), T, S, kind, window, chunk, prefix, marr, oh, lse, sc, acc, pv, m, l)
+    m, l, lanes = np.empty((W, bq), dtype), np.empty((W, bq), dtype), np.empty((W, LANES), dtype)
+    _forward(qh, kh, vh, dtype.type(scale), T, S, kind, window, chunk, prefix, marr, oh, lse, sc, acc, pv, m, l, lanes)
     o = np.ascontiguousarray(np.moveaxis(oh[:, :, :T], 1, 2))  # (B, T, HQ, V)
     return o, np.ascontiguousarray(np.moveaxis(lse[:, :, :T], 1, 2))  # (B, T, HQ)
 
