@@ -37,21 +37,23 @@ Optimizations:
   to the gradient of the state entering it, (2) that gradient carried from the last chunk back,
   (3) dq, dk, dv of each chunk from its entering state and the gradient of its leaving state.
   (Splitting value columns instead would recompute the weights A, which do not depend on v.)
-* sub-chunks for the exps. Without a vector math library numba calls a scalar exp (3-5 ns), and
-  computing every exp(bl_i - bl_j) of (2) takes L (L + 1) K / 2 of them per chunk of L steps:
-  most of the time of the chunked form. As flash-linear-attention's kernels do (secondary
-  chunking), the chunk is cut into sub-chunks of ``sub_size`` steps; inside one the exps are
-  taken directly, and for a key j before the sub-chunk [f, ...) of query i the exp factors at f:
+* sub-chunks for the exps. Computing every exp(bl_i - bl_j) of (2) takes L (L + 1) K / 2 of them
+  per chunk of L steps. As flash-linear-attention's kernels do (secondary chunking), the chunk is
+  cut into sub-chunks of ``sub_size`` steps; inside one the exps are taken directly, and for a key
+  j before the sub-chunk [f, ...) of query i the exp factors at f:
 
       exp(bl_i - bl_j) = exp(bl_i - bl_f) * exp(bl_f - bl_j),    both exponents <= 0
 
   so A[i, :f] is a matrix product of q_i exp(bl_i - bl_f) and k_j exp(bl_f - bl_j), with exps per
   row and sub-chunk instead of per pair. At L = 64, K = 64: 36,864 exps per chunk instead of
-  133,120 with sub-chunks of 8 (the default: 8% faster here than 16, FLA's choice for tensor
-  cores; 4 is no faster, its key factors outnumber the pairs it saves). Every exponent anywhere is
-  a difference bl_i - bl_j with j <= i, bl_i, or bl_last - bl_j: all <= 0 (prefix sums of gates
-  <= 0 do not increase in floating point either), so nothing overflows at any T, and a product of
-  two factors <= 1 underflows only where the exact value is smaller still.
+  133,120 with sub-chunks of 8 (the default). The exps are ``numba_kernels.vecmath.vexp``
+  (vectorisable; libm's scalar exp took 3-5 ns each), and the sub-chunks still pay: forward +
+  backward of one float32 layer at B = 8, T = 512, H = 4, K = 16, V = 32 took 32, 36, 43 and
+  93 ms with sub-chunks of 4, 8, 16 and 64 (none) on the 2-core reference machine. Every
+  exponent anywhere is a difference bl_i - bl_j with j <= i, bl_i, or bl_last - bl_j: all <= 0
+  (prefix sums of gates <= 0 do not increase in floating point either), so nothing overflows at
+  any T, and a product of two factors <= 1 underflows only where the exact value is smaller
+  still.
 * the inner loops index 1-D row views (``q[b, t, h]``) or local arrays with the bare loop
   variable: numba adds a wrap-around test for negative indices to ``x[v0 + j]``, which stops LLVM
   from vectorising (3x slower here). They run over contiguous memory with no dependence between
@@ -78,8 +80,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-_JIT = dict(parallel=True, cache=True, fastmath={"contract"})
-_JIT_SERIAL = dict(cache=True, fastmath={"contract"})
+from numba_kernels.vecmath import vexp
+
+_JIT = dict(parallel=True, cache=True, fastmath={"contract"}, error_model="numpy")
+_JIT_SERIAL = dict(cache=True, fastmath={"contract"}, error_model="numpy")
 
 MIN_COLUMNS = 16  # the narrowest block of value columns a recurrent task takes
 SUB_SIZE = 8  # steps per sub-chunk of the intra-chunk weights
@@ -119,7 +123,7 @@ def _recurrent_forward_task(q, k, v, gk, scale, h0, o, ht, b, h, v0, v1):
         qt, kt, gt, vt = q[b, t, h], k[b, t, h], gk[b, t, h], v[b, t, h, v0:v1]
         acc[:] = 0
         for kk in range(K):
-            decay = np.exp(gt[kk])
+            decay = vexp(gt[kk])
             Sk = S[kk]
             for j in range(v1 - v0):
                 # S_t = diag(exp(gk_t)) S_{t-1} + k_t^T v_t
@@ -145,7 +149,7 @@ def _recurrent_backward_task(q, k, v, gk, scale, h0, do, dht, dq_part, dk_part, 
     for t in range(T):
         kt, gt, vt, dot = k[b, t, h], gk[b, t, h], v[b, t, h, v0:v1], do[b, t, h, v0:v1]
         for kk in range(K):
-            decay[kk] = np.exp(gt[kk])
+            decay[kk] = vexp(gt[kk])
         acc[:] = 0
         for j in range(n):
             Sj = ST[j]
@@ -183,7 +187,7 @@ def _recurrent_backward_task(q, k, v, gk, scale, h0, do, dht, dq_part, dk_part, 
             dvt[j] = dv_t[j]
         # carry to t-1 through the decay of step t
         for kk in range(K):
-            decay_k = np.exp(gt[kk])
+            decay_k = vexp(gt[kk])
             dSk = dS[kk]
             for j in range(n):
                 dSk[j] *= decay_k
@@ -287,7 +291,7 @@ def _key_factors(k, b, h, s, bl, f):
     for j in range(f):
         kj, blj, blf, ekj, kgj = k[b, s + j, h], bl[j], bl[f], ek[j], kg[j]
         for kk in range(K):
-            ekj[kk] = np.exp(blf[kk] - blj[kk])
+            ekj[kk] = vexp(blf[kk] - blj[kk])
             kgj[kk] = kj[kk] * ekj[kk]
     return ek, kg, kg.T.copy()
 
@@ -308,7 +312,7 @@ def _intra_weights(q, k, b, h, s, bl, sub):
             qi, bli, blf, Ai = q[b, s + i, h], bl[i], bl[f], A[i]
             # j < f: A[i, :f] = (q_i exp(bl_i - bl_f)) . (k_j exp(bl_f - bl_j))
             for kk in range(K):
-                qg[kk] = qi[kk] * np.exp(bli[kk] - blf[kk])
+                qg[kk] = qi[kk] * vexp(bli[kk] - blf[kk])
             for kk in range(K):
                 kgk = kgT[kk]
                 for j in range(f):
@@ -318,7 +322,7 @@ def _intra_weights(q, k, b, h, s, bl, sub):
                 kj, blj = k[b, s + j, h], bl[j]
                 a = zero
                 for kk in range(K):
-                    a += qi[kk] * kj[kk] * np.exp(bli[kk] - blj[kk])
+                    a += qi[kk] * kj[kk] * vexp(bli[kk] - blj[kk])
                 Ai[j] = a
     return A
 
@@ -342,7 +346,7 @@ def _intra_weights_backward(q, k, b, h, s, bl, sub, dA, dq_c, dk_c):
         for i in range(f, min(f + sub, L)):
             qi, bli, blf, Ai, dAi, dqi = q[b, s + i, h], bl[i], bl[f], A[i], dA[i], dq_c[i]
             for kk in range(K):
-                eq[kk] = np.exp(bli[kk] - blf[kk])
+                eq[kk] = vexp(bli[kk] - blf[kk])
                 qg[kk] = qi[kk] * eq[kk]
             # j < f, through the factors at f
             for kk in range(K):
@@ -362,7 +366,7 @@ def _intra_weights_backward(q, k, b, h, s, bl, sub, dA, dq_c, dk_c):
                 kj, blj, dkj, d = k[b, s + j, h], bl[j], dk_c[j], dAi[j]
                 a = zero
                 for kk in range(K):
-                    E = np.exp(bli[kk] - blj[kk])
+                    E = vexp(bli[kk] - blj[kk])
                     a += qi[kk] * kj[kk] * E
                     dqi[kk] += d * kj[kk] * E
                     dkj[kk] += d * qi[kk] * E
@@ -393,13 +397,13 @@ def _chunk_contribution_task(x, y, gk, scale, C, backward, out, decay, b, h, c):
     for j in range(e - s):
         xj, blj, yj = x[b, s + j, h], bl[j], y[b, s + j, h]
         for kk in range(K):
-            w[kk] = scale * xj[kk] * np.exp(blj[kk]) if backward else xj[kk] * np.exp(last[kk] - blj[kk])
+            w[kk] = scale * xj[kk] * vexp(blj[kk]) if backward else xj[kk] * vexp(last[kk] - blj[kk])
         for kk in range(K):
             Uk = U[kk]
             for vv in range(V):
                 Uk[vv] += w[kk] * yj[vv]
     for kk in range(K):
-        decay[b, c, h, kk] = np.exp(last[kk])
+        decay[b, c, h, kk] = vexp(last[kk])
 
 
 @njit(**_JIT_SERIAL)
@@ -416,7 +420,7 @@ def _chunk_output_task(q, k, v, gk, scale, C, sub, states, o, b, h, c):
         qi, bli, Ai = q[b, s + i, h], bl[i], A[i]
         acc[:] = 0
         for kk in range(K):  # (1) inter-chunk: (q_i exp(bl_i)) S
-            w = qi[kk] * np.exp(bli[kk])
+            w = qi[kk] * vexp(bli[kk])
             Sk = S[kk]
             for vv in range(V):
                 acc[vv] += w * Sk[vv]
@@ -474,7 +478,7 @@ def _chunk_gradient_task(q, k, v, gk, do, scale, C, sub, states, dstates, dq, dk
                 acc[kk] += doi[vv] * STv[kk]
         dqi, dqci = dq[b, s + i, h], dq_c[i]
         for kk in range(K):
-            dqi[kk] = dqci[kk] + scale * np.exp(bli[kk]) * acc[kk]
+            dqi[kk] = dqci[kk] + scale * vexp(bli[kk]) * acc[kk]
 
     dv_j = np.empty(V, q.dtype)
     to_end = np.empty(K, q.dtype)
@@ -488,7 +492,7 @@ def _chunk_gradient_task(q, k, v, gk, do, scale, C, sub, states, dstates, dq, dk
         # the state leaving the chunk, S' = ... + sum_j outer(k_j exp(bl_last - bl_j), v_j)   from (3)
         kj, blj, vj = k[b, s + j, h], bl[j], v[b, s + j, h]
         for kk in range(K):
-            to_end[kk] = np.exp(last[kk] - blj[kk])
+            to_end[kk] = vexp(last[kk] - blj[kk])
         acc[:] = 0
         for vv in range(V):
             dSTv = dST[vv]
