@@ -113,3 +113,24 @@ def test_train_benchmark_smoke(tmp_path):
     table = (tmp_path / "bench_train.md").read_text()
     assert "| model | parameters | NumPy | numba | torch eager | numba / NumPy | numba / torch |" in table
 
+
+
+def test_bench_command_sets_the_openblas_thread_timeout_before_numpy_loads(tmp_path):
+    """``python -m ref bench`` sets OPENBLAS_THREAD_TIMEOUT (to the value ref.bench.machine
+    documents) before NumPy is imported, and bench train keeps freed memory; both are recorded."""
+    import os
+    import subprocess
+    import sys
+
+    from ref.bench.machine import OPENBLAS_THREAD_TIMEOUT
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    out = subprocess.run(
+        [sys.executable, "-m", "ref", "bench", "train", "--smoke", "--out", str(tmp_path)], env=env,
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    saved = json.loads((tmp_path / "bench_train.json").read_text())
+    assert saved["machine"]["openblas_thread_timeout"] == OPENBLAS_THREAD_TIMEOUT
+    assert saved["keep_freed_memory"] is (sys.platform == "linux")
+    assert f"OPENBLAS_THREAD_TIMEOUT={OPENBLAS_THREAD_TIMEOUT}" in (tmp_path / "bench_train.md").read_text()

@@ -1,7 +1,10 @@
-"""What machine a benchmark ran on, and its measured copy bandwidth."""
+"""What machine a benchmark ran on, its measured copy bandwidth, and the process settings of
+``bench train`` (``OPENBLAS_THREAD_TIMEOUT``, ``keep_freed_memory``)."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import platform
 import time
@@ -18,6 +21,37 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+# OpenBLAS (NumPy's BLAS) keeps its idle threads spinning for 2^28 cycles (about 0.1 s) after
+# every call before they sleep. A numba parallel kernel that follows a matrix product then shares
+# the cores with spinning threads: on the 2-core reference machine a (4096, 512) x (512, 128)
+# product made the next attention forward 1.7x slower. 2^16 cycles (about 25 us) keeps the threads
+# awake through a burst of products and frees the cores for the kernels. OpenBLAS reads the
+# variable when NumPy loads it, so ``python -m ref bench`` sets it (unless set) before importing
+# NumPy (``ref/__main__.py``); elsewhere set it in the environment.
+OPENBLAS_THREAD_TIMEOUT = "16"
+
+# glibc's malloc returns a large block (above 128 KiB at first) to the OS when it is freed, so the
+# next array of that size is fresh memory, and the first write of each 4 KiB page is a page fault
+# (about 10 us on the reference VM). A training step allocates and frees its activations every
+# step: about 10,000 faults a step, a third of a GLA step's time. Raising the thresholds keeps the freed
+# memory in the process for the next step (the peak resident memory did not change).
+MMAP_THRESHOLD = 256 * 2**20  # blocks below it come from the heap, not a fresh mapping
+TRIM_THRESHOLD = 2**30  # free memory kept at the top of the heap before it is returned
+
+
+def keep_freed_memory() -> bool:
+    """Raise glibc's mmap and trim thresholds for this process (``mallopt``), so freed arrays are
+    reused instead of returned to the OS and faulted in again. Returns False where there is no
+    glibc (nothing changed)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
 
 
 def describe() -> dict:
@@ -37,6 +71,8 @@ def describe() -> dict:
         numba_threads=numba.config.NUMBA_NUM_THREADS,
         # NumPy's BLAS threads (set before NumPy starts): unset = one per core
         blas_threads=os.environ.get("OPENBLAS_NUM_THREADS", "unset"),
+        # 2^n cycles that idle OpenBLAS threads spin (unset: OpenBLAS's default, 2^28)
+        openblas_thread_timeout=os.environ.get("OPENBLAS_THREAD_TIMEOUT", "unset"),
         threading_layer=layer,
         python=platform.python_version(),
         numpy=np.__version__,

@@ -26,6 +26,16 @@ random sequences of T = 512 tokens (next-token cross-entropy), float32, for four
             ``nn.LSTM``. torch runs with as many threads as numba; OpenMP threads wait passively
             (``OMP_WAIT_POLICY=PASSIVE`` unless set).
 
+Process settings, the same for every implementation (all run in one process): OpenMP threads wait
+passively; NumPy's idle OpenBLAS threads spin 2^16 cycles, not 2^28, before they sleep
+(``OPENBLAS_THREAD_TIMEOUT``, set by ``python -m ref bench``), so they do not take the cores from
+the numba kernel after a matrix product; freed arrays stay in the process
+(``ref.bench.machine.keep_freed_memory``) instead of being faulted in again every step. On the
+2-core reference machine the two together took the numba GPT step from 0.31-0.37 s to
+0.29-0.32 s and the GLA step from 0.26-0.44 s to 0.21-0.25 s (medians of two runs each). Outside
+the bench set ``OPENBLAS_THREAD_TIMEOUT=16`` in the environment and call ``keep_freed_memory()``
+for the same.
+
 Tokens per second = B T / the median wall time of a step (the implementations interleaved with a
 pause before each call, ``ref.bench.attention.time_paused``; compilation excluded: one warm-up
 step each). The parameter count of each implementation is recorded (torch's must equal NumPy's) and
@@ -45,7 +55,7 @@ from pathlib import Path
 import numpy as np
 
 from ref.bench.attention import time_paused
-from ref.bench.machine import describe, load_average
+from ref.bench.machine import describe, keep_freed_memory, load_average
 from ref.io import write_json, write_text
 from ref.models.lm import init_lm, lm_loss_and_grads
 from ref.models.lstm_lm import init_lstm_lm, lstm_lm_loss_and_grads
@@ -269,6 +279,9 @@ def run(out_dir: Path, smoke: bool = False) -> dict:
     # from the next call; read when each OpenMP runtime starts, so set before torch and numba's
     # first parallel call (a value the user set is kept)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # freed activations stay in the process for the next step (see ref.bench.machine), for every
+    # implementation alike
+    kept = keep_freed_memory()
     import numba
 
     torch = _torch()
@@ -324,6 +337,7 @@ def run(out_dir: Path, smoke: bool = False) -> dict:
         benchmark="train", smoke=smoke, machine=machine, size=size, chunk=chunk, dtype="float32",
         optimizer=dict(name="AdamW", lr=LR, weight_decay=WEIGHT_DECAY), repeats=repeats, rows=rows,
         targets=targets_met(rows) if torch is not None else {}, omp_wait_policy=os.environ["OMP_WAIT_POLICY"],
+        keep_freed_memory=kept,
     )  # fmt: skip
     out_dir = Path(out_dir)
     write_json(out_dir / "bench_train.json", result)
@@ -355,7 +369,9 @@ def markdown(result: dict) -> str:
         f"Machine: {m['cpu']}, {m['cores']} cores, numba threads {m['numba_threads']} "
         f"({m['threading_layer']}), OPENBLAS_NUM_THREADS {m.get('blas_threads', 'unset')}; Python {m['python']}, "
         f"numpy {m['numpy']}, numba {m['numba']}, torch {m['torch'] or 'not installed'}. Load average (1, 5, 15 min) before: {load['before']}, "
-        f"after: {load['after']}. OMP_WAIT_POLICY={result['omp_wait_policy']}.",
+        f"after: {load['after']}. OMP_WAIT_POLICY={result['omp_wait_policy']}, "
+        f"OPENBLAS_THREAD_TIMEOUT={m.get('openblas_thread_timeout', 'unset')}, freed memory kept in the process "
+        f"(glibc mmap/trim thresholds raised): {'yes' if result.get('keep_freed_memory') else 'no'}.",
         "",
         f"{size['n_layers']} layers, D = {size['D']}, vocabulary {size['vocab']}, B = {size['B']}, "
         f"T = {size['T']}, {result['dtype']}, AdamW (lr {result['optimizer']['lr']:g}, weight decay "
