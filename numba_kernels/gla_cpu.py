@@ -58,14 +58,19 @@ Optimizations:
   variable: numba adds a wrap-around test for negative indices to ``x[v0 + j]``, which stops LLVM
   from vectorising (3x slower here). They run over contiguous memory with no dependence between
   iterations (``acc[v] += w * S[k, v]``), so they vectorise; a dot product accumulating into one
-  scalar is a chain that ``contract`` alone does not let LLVM reorder, so reductions are written as
-  axpys over a transposed copy (``ST``, ``vT``, ``kgT``). The remaining scalar sums sit in loops
-  with an exp call, which hides their latency.
+  scalar is a chain that ``contract`` alone does not let LLVM reorder, so the recurrent form
+  writes its reductions as axpys over a transposed copy (``ST``). The chunked form's sums over a
+  chunk's steps or a state's columns are matrix products (``np.dot``, BLAS on the thread that calls
+  it) of the chunk's rows copied contiguous (``_chunk_rows``): the outputs (Q exp(bl)) S + A V,
+  and in the backward dA = dO V^T, dO S^T, V dS^T, A^T dO and (K exp(bl_last - bl)) dS, and the
+  sub-chunks' factor products. That took the backward from 24 to 18 ms at the sizes above. The
+  remaining scalar sums (the diagonal blocks) sit in loops with an exp, which hides their latency.
 * the work of a task is a plain jitted function called from a thin ``prange`` loop (not inlined
   into it): numba's parallel passes then analyse a few lines instead of the whole body. Even so the
   first compilation takes about 30 s per dtype on the 2-core reference machine (numba's cache
   then serves later processes; any edit of this file invalidates it).
-* ``fastmath={"contract"}`` fuses a * b + c into FMAs without the unsafe flags; ``cache=True``.
+* ``fastmath={"contract"}`` fuses a * b + c into FMAs without the unsafe flags; ``cache=True``;
+  ``error_model="numpy"`` (no ZeroDivisionError test before a division, which blocks vectorising).
 * float32 stays float32: zeros come from ``x.dtype.type(0)``, ``scale`` is passed in the input
   dtype, local arrays take the input dtype (a bare ``0.0`` would promote a sum to float64).
 * a recurrent problem that makes a single task runs in a serial twin (as in ``scan_cpu``):
@@ -284,7 +289,7 @@ def _chunk_gates(gk, b, h, s, e):
 @njit(**_JIT_SERIAL)
 def _key_factors(k, b, h, s, bl, f):
     """For the keys j < f before a sub-chunk starting at f: ek[j] = exp(bl_f - bl_j) and
-    kg[j] = k_j * ek[j], both (f, K), and kg transposed (K, f)."""
+    kg[j] = k_j * ek[j], both (f, K)."""
     K = bl.shape[1]
     ek = np.empty((f, K), bl.dtype)
     kg = np.empty((f, K), bl.dtype)
@@ -293,7 +298,23 @@ def _key_factors(k, b, h, s, bl, f):
         for kk in range(K):
             ekj[kk] = vexp(blf[kk] - blj[kk])
             kgj[kk] = kj[kk] * ekj[kk]
-    return ek, kg, kg.T.copy()
+    return ek, kg
+
+
+@njit(**_JIT_SERIAL)
+def _query_factors(q, b, h, s, bl, f, g):
+    """For the queries f <= i < g of the sub-chunk starting at f: eq[i - f] = exp(bl_i - bl_f)
+    and qg[i - f] = q_i * eq[i - f], both (g - f, K)."""
+    K = bl.shape[1]
+    eq = np.empty((g - f, K), bl.dtype)
+    qg = np.empty((g - f, K), bl.dtype)
+    blf = bl[f]
+    for i in range(f, g):
+        qi, bli, eqi, qgi = q[b, s + i, h], bl[i], eq[i - f], qg[i - f]
+        for kk in range(K):
+            eqi[kk] = vexp(bli[kk] - blf[kk])
+            qgi[kk] = qi[kk] * eqi[kk]
+    return eq, qg
 
 
 @njit(**_JIT_SERIAL)
@@ -301,23 +322,24 @@ def _intra_weights(q, k, b, h, s, bl, sub):
     """A[i, j] = sum_k q_i[k] k_j[k] exp(bl_i[k] - bl_j[k]) for j <= i, 0 above.   (L, L)
 
     By sub-chunks [f, g) of ``sub`` steps: directly for f <= j <= i, and through the factors
-    at f for j < f (module docstring)."""
+    at f for j < f (module docstring), one matrix product per sub-chunk."""
     L, K = bl.shape
     zero = q.dtype.type(0)
     A = np.zeros((L, L), q.dtype)
-    qg = np.empty(K, q.dtype)
     for f in range(0, L, sub):
-        ek, kg, kgT = _key_factors(k, b, h, s, bl, f)
-        for i in range(f, min(f + sub, L)):
-            qi, bli, blf, Ai = q[b, s + i, h], bl[i], bl[f], A[i]
+        g = min(f + sub, L)
+        _, qg = _query_factors(q, b, h, s, bl, f, g)
+        if f > 0:
             # j < f: A[i, :f] = (q_i exp(bl_i - bl_f)) . (k_j exp(bl_f - bl_j))
-            for kk in range(K):
-                qg[kk] = qi[kk] * vexp(bli[kk] - blf[kk])
-            for kk in range(K):
-                kgk = kgT[kk]
+            _, kg = _key_factors(k, b, h, s, bl, f)
+            before = np.dot(qg, kg.T)  # (g - f, f)
+            for i in range(f, g):
+                Ai, bi = A[i], before[i - f]
                 for j in range(f):
-                    Ai[j] += qg[kk] * kgk[j]
-            # f <= j <= i: directly
+                    Ai[j] = bi[j]
+        # f <= j <= i: directly
+        for i in range(f, g):
+            qi, bli, Ai = q[b, s + i, h], bl[i], A[i]
             for j in range(f, i + 1):
                 kj, blj = k[b, s + j, h], bl[j]
                 a = zero
@@ -334,34 +356,38 @@ def _intra_weights_backward(q, k, b, h, s, bl, sub, dA, dq_c, dk_c):
 
         dq_i += sum_{j <= i} dA_ij k_j exp(bl_i - bl_j),    dk_j += sum_{i >= j} dA_ij q_i exp(bl_i - bl_j)
 
-    one exp serving A, dq and dk; sub-chunks as in ``_intra_weights``."""
+    sub-chunks as in ``_intra_weights``: for j < f the three sums are matrix products of the
+    factors at f, and on the diagonal blocks one exp serves A, dq and dk."""
     L, K = bl.shape
     zero = q.dtype.type(0)
     A = np.zeros((L, L), q.dtype)
-    eq = np.empty(K, q.dtype)  # exp(bl_i - bl_f)
-    qg = np.empty(K, q.dtype)  # q_i exp(bl_i - bl_f)
-    acc = np.empty(K, q.dtype)
     for f in range(0, L, sub):
-        ek, kg, kgT = _key_factors(k, b, h, s, bl, f)
-        for i in range(f, min(f + sub, L)):
-            qi, bli, blf, Ai, dAi, dqi = q[b, s + i, h], bl[i], bl[f], A[i], dA[i], dq_c[i]
-            for kk in range(K):
-                eq[kk] = vexp(bli[kk] - blf[kk])
-                qg[kk] = qi[kk] * eq[kk]
-            # j < f, through the factors at f
-            for kk in range(K):
-                kgk = kgT[kk]
+        g = min(f + sub, L)
+        eq, qg = _query_factors(q, b, h, s, bl, f, g)
+        if f > 0:
+            ek, kg = _key_factors(k, b, h, s, bl, f)
+            before = np.dot(qg, kg.T)  # (g - f, f): A[i, :f]
+            dAb = np.empty((g - f, f), q.dtype)  # dA[f:g, :f]
+            for i in range(f, g):
+                Ai, bi, dAi, dAbi = A[i], before[i - f], dA[i], dAb[i - f]
                 for j in range(f):
-                    Ai[j] += qg[kk] * kgk[j]
-            acc[:] = 0
-            for j in range(f):
-                d, kgj, ekj, dkj = dAi[j], kg[j], ek[j], dk_c[j]
+                    Ai[j] = bi[j]
+                    dAbi[j] = dAi[j]
+            # dq_i += exp(bl_i - bl_f) * sum_{j < f} dA_ij k_j exp(bl_f - bl_j)
+            gq = np.dot(dAb, kg)  # (g - f, K)
+            for i in range(f, g):
+                dqi, eqi, gqi = dq_c[i], eq[i - f], gq[i - f]
                 for kk in range(K):
-                    acc[kk] += d * kgj[kk]  # dq_i = exp(bl_i - bl_f) * sum_j dA_ij k_j exp(bl_f - bl_j)
-                    dkj[kk] += d * ekj[kk] * qg[kk]  # dk_j += dA_ij q_i exp(bl_i - bl_f) exp(bl_f - bl_j)
-            for kk in range(K):
-                dqi[kk] += eq[kk] * acc[kk]
-            # f <= j <= i: directly
+                    dqi[kk] += eqi[kk] * gqi[kk]
+            # dk_j += exp(bl_f - bl_j) * sum_{f <= i < g} dA_ij q_i exp(bl_i - bl_f)
+            gk_ = np.dot(dAb.T, qg)  # (f, K)
+            for j in range(f):
+                dkj, ekj, gkj = dk_c[j], ek[j], gk_[j]
+                for kk in range(K):
+                    dkj[kk] += ekj[kk] * gkj[kk]
+        # f <= j <= i: directly
+        for i in range(f, g):
+            qi, bli, Ai, dAi, dqi = q[b, s + i, h], bl[i], A[i], dA[i], dq_c[i]
             for j in range(f, i + 1):
                 kj, blj, dkj, d = k[b, s + j, h], bl[j], dk_c[j], dAi[j]
                 a = zero
@@ -407,109 +433,92 @@ def _chunk_contribution_task(x, y, gk, scale, C, backward, out, decay, b, h, c):
 
 
 @njit(**_JIT_SERIAL)
+def _chunk_rows(x, b, h, s, e):
+    """x[b, s:e, h] as a contiguous (e - s, X) array (a matrix product's operand)."""
+    out = np.empty((e - s, x.shape[3]), x.dtype)
+    for i in range(e - s):
+        xi, oi = x[b, s + i, h], out[i]
+        for c in range(x.shape[3]):
+            oi[c] = xi[c]
+    return out
+
+
+@njit(**_JIT_SERIAL)
 def _chunk_output_task(q, k, v, gk, scale, C, sub, states, o, b, h, c):
-    """Pass 3 (forward) for chunk c: o_i = (1) + (2) from the state entering the chunk."""
-    K, V = q.shape[3], v.shape[3]
+    """Pass 3 (forward) for chunk c: o_i = (1) + (2) from the state entering the chunk, as two
+    matrix products, O = scale ((Q * exp(bl)) S + A V)."""
+    K = q.shape[3]
     s = c * C
     e = min(s + C, q.shape[1])
+    L = e - s
     bl = _chunk_gates(gk, b, h, s, e)
     A = _intra_weights(q, k, b, h, s, bl, sub)  # (L, L)
-    S = states[b, c, h]  # (K, V) entering the chunk
-    acc = np.empty(V, q.dtype)
-    for i in range(e - s):
-        qi, bli, Ai = q[b, s + i, h], bl[i], A[i]
-        acc[:] = 0
-        for kk in range(K):  # (1) inter-chunk: (q_i exp(bl_i)) S
-            w = qi[kk] * vexp(bli[kk])
-            Sk = S[kk]
-            for vv in range(V):
-                acc[vv] += w * Sk[vv]
-        for j in range(i + 1):  # (2) intra-chunk: sum_j A_ij v_j
-            a, vj = Ai[j], v[b, s + j, h]
-            for vv in range(V):
-                acc[vv] += a * vj[vv]
-        oi = o[b, s + i, h]
-        for vv in range(V):
-            oi[vv] = scale * acc[vv]
+    Qe = np.empty((L, K), q.dtype)  # q_i exp(bl_i)
+    for i in range(L):
+        qi, bli, qei = q[b, s + i, h], bl[i], Qe[i]
+        for kk in range(K):
+            qei[kk] = qi[kk] * vexp(bli[kk])
+    inter = np.dot(Qe, states[b, c, h])  # (1): (q_i exp(bl_i)) S, (L, V)
+    intra = np.dot(A, _chunk_rows(v, b, h, s, e))  # (2): sum_j A_ij v_j, (L, V)
+    for i in range(L):
+        oi, ei, ai = o[b, s + i, h], inter[i], intra[i]
+        for vv in range(oi.shape[0]):
+            oi[vv] = scale * (ei[vv] + ai[vv])
 
 
 @njit(**_JIT_SERIAL)
 def _chunk_gradient_task(q, k, v, gk, do, scale, C, sub, states, dstates, dq, dk, dv, b, h, c):
     """Pass 3 (backward) for chunk c: dq, dk, dv from the state entering the chunk (states[c])
-    and the gradient of the state leaving it (dstates[c + 1])."""
-    K, V = q.shape[3], v.shape[3]
+    and the gradient of the state leaving it (dstates[c + 1]); the sums over the chunk's steps
+    and the state's columns are matrix products of the chunk's rows."""
+    K = q.shape[3]
     s = c * C
     e = min(s + C, q.shape[1])
     L = e - s
     bl = _chunk_gates(gk, b, h, s, e)
     last = bl[L - 1]
-    ST = states[b, c, h].T.copy()  # (V, K) entering state, transposed: sums over v as axpys over k
-    dS = dstates[b, c + 1, h]  # (K, V) gradient of the state leaving the chunk
-    dST = dS.T.copy()  # (V, K)
+    S = states[b, c, h]  # (K, V) entering the chunk
+    dS = dstates[b, c + 1, h]  # (K, V) gradient of the state leaving it
+    Vc, dO = _chunk_rows(v, b, h, s, e), _chunk_rows(do, b, h, s, e)  # (L, V)
 
-    # dA_ij = scale * do_i . v_j for j <= i, as axpys over j (v transposed)               from (2)
-    vT = np.empty((V, L), q.dtype)
-    for j in range(L):
-        vj = v[b, s + j, h]
-        for vv in range(V):
-            vT[vv, j] = vj[vv]
-    dA = np.zeros((L, L), q.dtype)
+    # dA_ij = scale * do_i . v_j for j <= i, 0 above                                        from (2)
+    dA = np.dot(dO, Vc.T)  # (L, L)
     for i in range(L):
-        doi, dAi = do[b, s + i, h], dA[i]
-        for vv in range(V):
-            g = scale * doi[vv]
-            vTv = vT[vv]
-            for j in range(i + 1):
-                dAi[j] += g * vTv[j]
+        dAi = dA[i]
+        for j in range(i + 1):
+            dAi[j] *= scale
+        for j in range(i + 1, L):
+            dAi[j] = 0
 
-    # the intra-chunk parts of dq and dk, and the weights A                               from (2)
+    # the intra-chunk parts of dq and dk, and the weights A (0 above the diagonal)          from (2)
     dq_c = np.zeros((L, K), q.dtype)
     dk_c = np.zeros((L, K), q.dtype)
     A = _intra_weights_backward(q, k, b, h, s, bl, sub, dA, dq_c, dk_c)
 
-    acc = np.empty(K, q.dtype)
+    # dq_i = the intra part + scale * exp(bl_i) * (do_i S^T)                                 from (1)
+    dOS = np.dot(dO, S.T)  # (L, K)
     for i in range(L):
-        # dq_i = scale * exp(bl_i) * (do_i S^T) + the intra part                            from (1)
-        doi, bli = do[b, s + i, h], bl[i]
-        acc[:] = 0
-        for vv in range(V):
-            STv = ST[vv]
-            for kk in range(K):
-                acc[kk] += doi[vv] * STv[kk]
-        dqi, dqci = dq[b, s + i, h], dq_c[i]
+        bli, dqi, dqci, gi = bl[i], dq[b, s + i, h], dq_c[i], dOS[i]
         for kk in range(K):
-            dqi[kk] = dqci[kk] + scale * vexp(bli[kk]) * acc[kk]
+            dqi[kk] = dqci[kk] + scale * vexp(bli[kk]) * gi[kk]
 
-    dv_j = np.empty(V, q.dtype)
-    to_end = np.empty(K, q.dtype)
+    # the state leaving the chunk, S' = ... + sum_j outer(k_j exp(bl_last - bl_j), v_j)      from (3)
+    # dk_j = the intra part + exp(bl_last - bl_j) * (v_j dS^T)
+    # dv_j = sum_{i >= j} scale A_ij do_i + (k_j exp(bl_last - bl_j)) dS                     from (2), (3)
+    Kd = np.empty((L, K), q.dtype)  # k_j exp(bl_last - bl_j)
+    VdS = np.dot(Vc, dS.T)  # (L, K)
     for j in range(L):
-        # dv_j = sum_{i >= j} scale A_ij do_i                                                 from (2)
-        dv_j[:] = 0
-        for i in range(j, L):
-            a, doi = scale * A[i, j], do[b, s + i, h]
-            for vv in range(V):
-                dv_j[vv] += a * doi[vv]
-        # the state leaving the chunk, S' = ... + sum_j outer(k_j exp(bl_last - bl_j), v_j)   from (3)
-        kj, blj, vj = k[b, s + j, h], bl[j], v[b, s + j, h]
+        kj, blj, dkj, dkcj, Kdj, g = k[b, s + j, h], bl[j], dk[b, s + j, h], dk_c[j], Kd[j], VdS[j]
         for kk in range(K):
-            to_end[kk] = vexp(last[kk] - blj[kk])
-        acc[:] = 0
-        for vv in range(V):
-            dSTv = dST[vv]
-            for kk in range(K):
-                acc[kk] += vj[vv] * dSTv[kk]
-        dkj, dkcj = dk[b, s + j, h], dk_c[j]
-        for kk in range(K):
-            # dk_j = the intra part + exp(bl_last - bl_j) * (v_j dS^T)
-            dkj[kk] = dkcj[kk] + to_end[kk] * acc[kk]
-            # dv_j += (k_j exp(bl_last - bl_j)) dS
-            w = kj[kk] * to_end[kk]
-            dSk = dS[kk]
-            for vv in range(V):
-                dv_j[vv] += w * dSk[vv]
-        dvj = dv[b, s + j, h]
-        for vv in range(V):
-            dvj[vv] = dv_j[vv]
+            to_end = vexp(last[kk] - blj[kk])
+            dkj[kk] = dkcj[kk] + to_end * g[kk]
+            Kdj[kk] = kj[kk] * to_end
+    dv_intra = np.dot(A.T, dO)  # (L, V): sum_{i >= j} A_ij do_i
+    dv_state = np.dot(Kd, dS)  # (L, V)
+    for j in range(L):
+        dvj, ai, si = dv[b, s + j, h], dv_intra[j], dv_state[j]
+        for vv in range(dvj.shape[0]):
+            dvj[vv] = scale * ai[vv] + si[vv]
 
 
 # --- chunked form: the three passes --------------------------------------------------------------
