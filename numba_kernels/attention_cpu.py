@@ -286,17 +286,17 @@ def _backward_task(
                     if t < T and lse[b, hq, t] > -np.inf:  # padding and fully masked rows: P = 0
                         jlo, jhi = _row_keys(kind, t, off, S, window, chunk, pb, s0, bk)
                     li, Di = lse[b, hq, t], D[b, hq, t]
-                    pk, dk_ = prow[jlo:jhi], drow[jlo:jhi]  # the row's allowed keys in this tile
+                    pk, dsk = prow[jlo:jhi], drow[jlo:jhi]  # the row's allowed keys in this tile
                     for j in range(jhi - jlo):
                         p = vexp(scale * pk[j] - li)  # (6): P_ts
                         pk[j] = p
-                        dk_[j] = p * (dk_[j] - Di)  # (6): dS_ts
+                        dsk[j] = p * (dsk[j] - Di)  # (6): dS_ts
                     if kind == ARRAY:
                         mrow = marr[bm, hm, t, s0 + jlo : s0 + jhi]
                         for j in range(jhi - jlo):
                             if not mrow[j]:
                                 pk[j] = zero
-                                dk_[j] = zero
+                                dsk[j] = zero
                     prow[:jlo] = zero  # off the row's keys: P = dS = 0
                     prow[jhi:] = zero
                     drow[:jlo] = zero

@@ -465,11 +465,11 @@ def _check_block(params, where="params"):
 def _gla_block(params, x, mode, chunk_size, initial_state, backend="numpy"):
     _check_block(params)
     # (6) h = x + GLA(RMSNorm(x))
-    n1, c_n1 = rms_norm(x, params["norm1"]["weight"], eps=BLOCK_NORM_EPS)
+    n1, c_n1 = rms_norm(x, params["norm1"]["weight"], eps=BLOCK_NORM_EPS, backend=host_backend(backend))
     a, ht, c_mix = _gla_layer(params["mixer"], n1, mode, chunk_size, initial_state, backend)
     h = x + a
     # (6) y = h + SwiGLU(RMSNorm(h))
-    n2, c_n2 = rms_norm(h, params["norm2"]["weight"], eps=BLOCK_NORM_EPS)
+    n2, c_n2 = rms_norm(h, params["norm2"]["weight"], eps=BLOCK_NORM_EPS, backend=host_backend(backend))
     m, c_mlp = swiglu(params["mlp"], n2, backend=backend)
     return h + m, ht, (c_n1, c_mix, c_n2, c_mlp)
 

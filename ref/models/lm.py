@@ -84,6 +84,7 @@ from ref.nn import (
     cross_entropy_backward,
     embedding,
     embedding_backward,
+    host_backend,
     linear,
     linear_backward,
     rms_norm,
@@ -279,7 +280,8 @@ def lm_forward(params: dict, tokens: np.ndarray, **block_options):
         else:
             h, c = BLOCKS[kind].forward(entry[kind], h, **block_options)  # (B, T, D)
         c_blocks.append(c)
-    n, c_norm = rms_norm(h, params["norm"]["weight"], eps=NORM_EPS)
+    backend = host_backend(block_options.get("backend", "numpy"))
+    n, c_norm = rms_norm(h, params["norm"]["weight"], eps=NORM_EPS, backend=backend)
     logits, c_head = _head(params, n)  # (B, T, vocab)
     return logits, LMCache(c_embed, c_blocks, c_norm, c_head, logits.shape, logits.dtype, aux_loss)
 

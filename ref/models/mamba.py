@@ -124,6 +124,7 @@ from ref.models.gla import check_dtype, check_params, check_rng
 from ref.nn import (
     causal_conv1d,
     causal_conv1d_backward,
+    host_backend,
     linear,
     linear_backward,
     rms_norm,
@@ -505,7 +506,7 @@ def _mamba_block(params, x, mode, chunk_size, backend, state):
     _check_block(params)
     _check_x(x, _mamba_spec(params["mixer"], "params/mixer"))
     # (9) y = x + Mamba(RMSNorm(x))
-    n, c_norm = rms_norm(x, params["norm"]["weight"], eps=BLOCK_NORM_EPS)  # (B, T, D)
+    n, c_norm = rms_norm(x, params["norm"]["weight"], eps=BLOCK_NORM_EPS, backend=host_backend(backend))  # (B, T, D)
     a, state, c_mix = _mamba_layer(params["mixer"], n, mode, chunk_size, backend, state)
     return x + a, state, (c_norm, c_mix)
 

@@ -597,13 +597,13 @@ def init_llama_block(
 def _llama_block(params, x, *, mask="causal", padding_mask=None, mode="parallel", kv=None, backend="numpy"):
     x = _check_block(params, x, {"weight"})
     # (6) h = x + Attn(RMSNorm(x)), with RoPE
-    n1, c_n1 = rms_norm(x, params["norm1"]["weight"], eps=LLAMA_NORM_EPS)
+    n1, c_n1 = rms_norm(x, params["norm1"]["weight"], eps=LLAMA_NORM_EPS, backend=host_backend(backend))
     a, kv, c_attn = _attention_layer(
         params["attn"], n1, rotary=True, mask=mask, padding_mask=padding_mask, mode=mode, kv=kv, backend=backend
     )
     h = x + a
     # (6) y = h + SwiGLU(RMSNorm(h))
-    n2, c_n2 = rms_norm(h, params["norm2"]["weight"], eps=LLAMA_NORM_EPS)
+    n2, c_n2 = rms_norm(h, params["norm2"]["weight"], eps=LLAMA_NORM_EPS, backend=host_backend(backend))
     m, c_mlp = swiglu(params["mlp"], n2, backend=backend)
     return h + m, kv, (c_n1, c_attn, c_n2, c_mlp)
 
