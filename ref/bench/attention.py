@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ref.bench.machine import describe, load_average
+from ref.bench.machine import describe, load_average, target_lines
 from ref.io import write_json, write_text
 from ref.mixers.attention import attention_parallel, attention_parallel_backward
 
@@ -232,11 +232,7 @@ def markdown(result: dict) -> str:
                 f"{peak['numpy'][ps] / 2**20:.1f} MiB | {peak['numba'][ps] / 2**20:.2f} MiB |"
             )
     lines += ["", "Targets (forward + backward):", ""]
-    for name, t in result["targets"].items():
-        status = "met" if t["met"] else "**missed**"
-        if result["smoke"]:
-            status += " (smoke sizes: not meaningful)"
-        lines.append(f"- {name}: {t['value']:.2f} (limit {t['limit']:g}): {status}")
+    lines += target_lines(result["targets"], result["smoke"])
     if "within 3x of torch SDPA" not in result["targets"]:
         lines.append("- within 3x of torch SDPA: not measured (torch is not importable)")
     lines.append("")

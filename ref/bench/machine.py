@@ -81,6 +81,18 @@ def describe() -> dict:
     )
 
 
+def target_lines(targets: dict, smoke: bool, unit: str = "") -> list[str]:
+    """A Markdown line per target of a result: its value (with ``unit``) against its limit, met
+    or **missed**, and flagged as not meaningful at smoke sizes."""
+    lines = []
+    for name, t in targets.items():
+        status = "met" if t["met"] else "**missed**"
+        if smoke:
+            status += " (smoke sizes: not meaningful)"
+        lines.append(f"- {name}: {t['value']:.2f}{unit} (limit {t['limit']:g}): {status}")
+    return lines
+
+
 def load_average() -> list[float]:
     """The 1, 5 and 15 minute load averages (empty where the OS has none): how shared the machine was."""
     try:

@@ -55,7 +55,7 @@ from pathlib import Path
 import numpy as np
 
 from ref.bench.attention import time_paused
-from ref.bench.machine import describe, keep_freed_memory, load_average
+from ref.bench.machine import describe, keep_freed_memory, load_average, target_lines
 from ref.io import write_json, write_text
 from ref.models.lm import init_lm, lm_loss_and_grads
 from ref.models.lstm_lm import init_lstm_lm, lstm_lm_loss_and_grads
@@ -391,11 +391,7 @@ def markdown(result: dict) -> str:
             f"{torch_t} | {r['numba_over_numpy']:.2f}x | {vs_torch} |"
         )
     lines += ["", "Targets (numba's tokens per second over torch's):", ""]
-    for name, t in result["targets"].items():
-        status = "met" if t["met"] else "**missed**"
-        if result["smoke"]:
-            status += " (smoke sizes: not meaningful)"
-        lines.append(f"- {name}: {t['value']:.2f}x (limit {t['limit']:g}): {status}")
+    lines += target_lines(result["targets"], result["smoke"], unit="x")
     if not with_torch:
         lines.append("- not measured (torch is not importable)")
     lines.append("")
