@@ -374,17 +374,17 @@ def _intra_weights_backward(q, k, b, h, s, bl, sub, dA, dq_c, dk_c):
                     Ai[j] = bi[j]
                     dAbi[j] = dAi[j]
             # dq_i += exp(bl_i - bl_f) * sum_{j < f} dA_ij k_j exp(bl_f - bl_j)
-            gq = np.dot(dAb, kg)  # (g - f, K)
+            dq_sum = np.dot(dAb, kg)  # (g - f, K)
             for i in range(f, g):
-                dqi, eqi, gqi = dq_c[i], eq[i - f], gq[i - f]
+                dqi, eqi, sqi = dq_c[i], eq[i - f], dq_sum[i - f]
                 for kk in range(K):
-                    dqi[kk] += eqi[kk] * gqi[kk]
+                    dqi[kk] += eqi[kk] * sqi[kk]
             # dk_j += exp(bl_f - bl_j) * sum_{f <= i < g} dA_ij q_i exp(bl_i - bl_f)
-            gk_ = np.dot(dAb.T, qg)  # (f, K)
+            dk_sum = np.dot(dAb.T, qg)  # (f, K)
             for j in range(f):
-                dkj, ekj, gkj = dk_c[j], ek[j], gk_[j]
+                dkj, ekj, skj = dk_c[j], ek[j], dk_sum[j]
                 for kk in range(K):
-                    dkj[kk] += ekj[kk] * gkj[kk]
+                    dkj[kk] += ekj[kk] * skj[kk]
         # f <= j <= i: directly
         for i in range(f, g):
             qi, bli, Ai, dAi, dqi = q[b, s + i, h], bl[i], A[i], dA[i], dq_c[i]
