@@ -8,7 +8,8 @@ Two kernel families:
    (bi, d) = divmod(i, D) and loops over time with its state in a register. Neighbouring threads
    own neighbouring d, so every load of a[bi, t, :] by a warp is one coalesced transaction. Only
    B * D threads exist: a GPU holds ~270k resident threads, so this is under-occupied unless
-   B * D is large.
+   B * D is large; each thread therefore loads ``STEPS`` steps of a and b into registers before it
+   computes them, so that many loads are in flight at once.
 
 2. **Time-chunked** (``scan_cuda_chunked``, ``scan_cuda_chunked_backward``): time is cut into n
    chunks of C steps and a 2-D grid puts a thread on every (channel, chunk): B * D * n threads.
@@ -38,6 +39,12 @@ import numpy as np
 from numba import cuda
 
 THREADS = 128  # threads per block along channels
+# Time steps whose loads a thread issues together before it computes and stores them. The compiler
+# must assume that h may alias a and b, so it cannot move the load of step t + 1 above the store of
+# step t: a plain loop waits a whole memory round trip per step. Loading STEPS steps into registers
+# first keeps 2 * STEPS loads in flight per thread, which is what hides DRAM latency when only
+# B * D threads exist.
+STEPS = 8
 
 
 # --- thread per channel ------------------------------------------------------------------------
@@ -50,10 +57,19 @@ def _forward_thread_kernel(a, b, h0, h):
     if i < Bn * D:
         bi = i // D
         d = i % D
+        at = cuda.local.array(STEPS, a.dtype)  # registers: the loop over STEPS is unrolled
+        bt = cuda.local.array(STEPS, b.dtype)
         s = h0[bi, d]
-        for t in range(T):
-            s = a[bi, t, d] * s + b[bi, t, d]
-            h[bi, t, d] = s
+        for t0 in range(0, T, STEPS):
+            n = min(STEPS, T - t0)
+            for u in range(STEPS):  # every load of the group first (see STEPS)
+                if u < n:
+                    at[u] = a[bi, t0 + u, d]
+                    bt[u] = b[bi, t0 + u, d]
+            for u in range(STEPS):
+                if u < n:
+                    s = at[u] * s + bt[u]
+                    h[bi, t0 + u, d] = s
 
 
 @cuda.jit
@@ -63,16 +79,25 @@ def _backward_thread_kernel(a, h, h0, dh, dht, da, db, dh0):
     if i < Bn * D:
         bi = i // D
         d = i % D
+        at = cuda.local.array(STEPS, a.dtype)
+        gt = cuda.local.array(STEPS, a.dtype)  # dh_t, then g_t
+        ht = cuda.local.array(STEPS, a.dtype)  # h_{t-1}
         s = dht[bi, d]  # s = a_{t+1} g_{t+1}, the part of dL/dh_t coming from the future
-        for k in range(T):
-            t = T - 1 - k
-            g = s + dh[bi, t, d]
-            db[bi, t, d] = g
-            if t > 0:
-                da[bi, t, d] = g * h[bi, t - 1, d]
-            else:
-                da[bi, t, d] = g * h0[bi, d]
-            s = a[bi, t, d] * g
+        for k0 in range(0, T, STEPS):
+            n = min(STEPS, T - k0)
+            for u in range(STEPS):  # steps t = T - 1 - k0 - u, backwards in time; loads first
+                if u < n:
+                    t = T - 1 - k0 - u
+                    at[u] = a[bi, t, d]
+                    gt[u] = dh[bi, t, d]
+                    ht[u] = h[bi, t - 1, d] if t > 0 else h0[bi, d]
+            for u in range(STEPS):
+                if u < n:
+                    t = T - 1 - k0 - u
+                    g = s + gt[u]
+                    db[bi, t, d] = g
+                    da[bi, t, d] = g * ht[u]
+                    s = at[u] * g
         dh0[bi, d] = s
 
 
@@ -122,16 +147,27 @@ def _chunk_apply_kernel(a, b, entering, C, reverse, out):
     if i < Bn * D and c < entering.shape[1]:
         bi = i // D
         d = i % D
+        at = cuda.local.array(STEPS, a.dtype)
+        bt = cuda.local.array(STEPS, b.dtype)
         s = entering[bi, c, d]
-        for k in range(C * c, min(C * c + C, T)):
-            if reverse:
-                t = T - 1 - k
-                g = s + b[bi, t, d]
-                out[bi, t, d] = g
-                s = a[bi, t, d] * g
-            else:
-                s = a[bi, k, d] * s + b[bi, k, d]
-                out[bi, k, d] = s
+        k1 = min(C * c + C, T)
+        for k0 in range(C * c, k1, STEPS):
+            n = min(STEPS, k1 - k0)
+            for u in range(STEPS):  # every load of the group first (see STEPS)
+                if u < n:
+                    t = T - 1 - (k0 + u) if reverse else k0 + u
+                    at[u] = a[bi, t, d]
+                    bt[u] = b[bi, t, d]
+            for u in range(STEPS):
+                if u < n:
+                    if reverse:
+                        t = T - 1 - (k0 + u)
+                        g = s + bt[u]
+                        out[bi, t, d] = g
+                        s = at[u] * g
+                    else:
+                        s = at[u] * s + bt[u]
+                        out[bi, k0 + u, d] = s
 
 
 @cuda.jit

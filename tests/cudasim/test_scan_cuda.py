@@ -50,3 +50,22 @@ def test_cuda_finite_differences(form, rng):
     forward, backward = FORMS[form]
     kwargs = {"backend": "cuda"} | ({"chunk_size": 2} if form == "chunked" else {})
     gradcheck(lambda a, b, initial_state: forward(a, b, initial_state, **kwargs), backward, inputs, rng=rng)
+
+
+@pytest.mark.parametrize("T", [1, 7, 8, 9, 16, 19])
+def test_cuda_load_groups_at_their_boundaries(T):
+    """The kernels load STEPS (8) steps at a time: T below, at and past multiples of 8, and chunks
+    that end inside a group (C = 5 and C = 11), in both forms, forward and backward."""
+    from numba_kernels import scan_cuda
+
+    assert scan_cuda.STEPS == 8
+    for C in (5, 11):
+        case = dict(B=2, T=T, D=3, chunk_size=C, regime="mixed", with_h0=True, with_dht=True, dtype=np.float64,
+                    seed=T * 100 + C)  # fmt: skip
+        a, b, h0, dh, dht = make_arrays(case)
+        want = run("recurrent", "numpy", a, b, h0, dh, dht, C)
+        tol = bounds(a, b, h0, dh, dht, np.float64)
+        for form in ("recurrent", "chunked"):
+            got = run(form, "cuda", a, b, h0, dh, dht, C)
+            for name in ("h", "ht", "da", "db", "dh0"):
+                assert_within(f"{form}/cuda T={T} C={C}: {name}", got[name], want[name], tol[name])
