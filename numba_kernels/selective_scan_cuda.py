@@ -11,13 +11,17 @@ Naive loop (the contract), as in ``selective_scan_cpu``:
         for t:  dt = softplus(delta[b, d, t] + delta_bias[d]);  x = exp(dt A[d]) x + dt u[b, d, t] B_t
                 out[b, d, t] = (x . C_t + D[d] u[b, d, t]) silu(z[b, d, t])
 
-1. **Thread per channel** (``selective_scan_cuda``, ``..._backward``): thread i owns channel
-   (b, d) = divmod(i, D) and runs through time with the N entries of its state in a local array
-   of ``MAX_N`` (64) elements (N > 64 raises ValueError); only B * D threads exist, so this fills
-   a GPU only when B * D is in the hundreds of thousands. The forward saves the state every
-   K = ``BUF // N`` steps; the backward takes those segments from the last, recomputes each
-   segment's states into a local buffer of ``BUF`` values, and runs the reverse recurrence
-   dx_t = dy_t C_t + a_{t+1} dx_{t+1} over it.
+1. **Recurrent** (``selective_scan_cuda``, ``..._backward``), one pass over time per channel.
+   The forward gives each channel (b, d) ``LANES`` (32, a warp) threads, which walk through time
+   in windows of 32 P steps, each lane owning P = ``STEPS_PER_LANE`` consecutive steps: per state
+   entry, a lane composes its steps' maps x -> a x + b, an inclusive scan over the lanes (warp
+   shuffles, log2 32 = 5 exchanges) composes the window, and each lane then steps through its P
+   steps from the state entering them. So 32 B * D threads work (a thread per channel would be
+   B * D, under-filling a GPU at Mamba's B = 8, D = 2048), and a warp reads 32 P consecutive
+   steps of u and delta. The forward saves the state every K = ``BUF // N`` steps. The backward
+   is a thread per channel: it takes those segments from the last, recomputes each segment's
+   states into a local buffer of ``BUF`` values, and runs the reverse recurrence
+   dx_t = dy_t C_t + a_{t+1} dx_{t+1} over it. N <= ``MAX_N`` (64; larger raises ValueError).
 
 2. **Time-chunked** (``selective_scan_cuda_chunked``, ``..._backward``): time is cut into n chunks
    of C steps and a 2-D grid puts a thread on every (channel, chunk), B * D * n threads, in three
@@ -25,7 +29,7 @@ Naive loop (the contract), as in ``selective_scan_cpu``:
      pass 1  (channel, chunk): the chunk's affine map of the state, per entry: x -> P x + l, with
              P the product of the decays exp(dt A) and l the chunk's result from x = 0;
      pass 2  a thread per (channel, entry) carries the state across the n chunks;
-     pass 3  (channel, chunk): rescans the chunk from its entering state and writes out.
+     pass 3  the forward of family 1 on every (channel, chunk) from its entering state.
    The backward runs the same three passes on the reverse recurrence of dx (its inputs dy_t C_t
    do not depend on the state, so its chunk maps are computed the same way) and then, per
    (channel, chunk), the segment backward of family 1 from the forward's entering state and the
@@ -38,11 +42,14 @@ channels of a group when variable or grouped) are accumulated per thread and add
 The variable and grouped dB and dC are added at every step (D / G threads contend for each
 address): the simplest correct choice; a block-level reduction would be faster.
 
-No shared memory and no synchronisation inside a block, so the kernels also run under the CUDA
-simulator at tiny sizes. Kernels are built per dtype by ``kernels(dtype)`` (local arrays need
-the element type at compile time; CUDA kernels are compiled per process, never cached); float32
-kernels compute in float32 (``tests/test_cuda_ptx.py`` checks the PTX). Numerics: the CUDA target
-contracts a * b + c into FMAs and uses its own exp, so results differ from the CPU in the last bits.
+The forward's lanes exchange values by warp shuffles; under numba's CUDA simulator (which has
+none) through shared memory instead, and the simulator tests use fewer lanes per channel (see
+``shfl_up``). The other kernels use no shared memory and no synchronisation. Kernels are built
+per dtype and lane count by ``kernels(dtype, lanes)`` (local arrays need the element type at
+compile time; CUDA kernels are compiled per process, never cached); float32 kernels compute in
+float32 (``tests/test_cuda_ptx.py`` checks the PTX). Numerics: the CUDA target contracts
+a * b + c into FMAs and uses its own exp, and the forward composes each window's maps in a tree
+rather than step by step, so results differ from the CPU in the last bits.
 Host wrappers take and return NumPy arrays; the ``launch_*`` functions work on device arrays.
 """
 
@@ -53,69 +60,170 @@ import math
 from types import SimpleNamespace
 
 import numpy as np
-from numba import cuda
+from numba import config, cuda
 
 from numba_kernels.selective_scan_cpu import SOFTPLUS_THRESHOLD, from_rows, prepare
 
 THREADS = 128  # threads per block
 MAX_N = 64  # the largest state size N: the length of the local arrays holding a state
 BUF = 1024  # values in the backward's local buffer of recomputed states: segments of BUF // N steps
+LANES = 32  # lanes per channel in the forward: a warp (the simulator tests also build 2 and 4)
+STEPS_PER_LANE = 4  # P, consecutive steps of a lane in the forward
+WARPS = 4  # channels per block of the forward
+# The forward's lanes exchange values with warp shuffles (``shfl_up``, ``shfl_idx``). numba's CUDA
+# simulator has no shuffles, so there the same exchange goes through shared memory between two
+# barriers: the simulator checks the kernel's arithmetic and indexing, ``compile_ptx``
+# (tests/test_cuda_ptx.py) the shuffles. Every thread of a block makes the same exchanges (idle
+# warps included), which the barriers need and the full-warp shuffles assume. A channel's lanes
+# are ``lanes`` consecutive threads, a power of two up to 32, so they never straddle two warps.
+FULL_MASK = 0xFFFFFFFF
+
+if config.ENABLE_CUDASIM:
+
+    @cuda.jit(device=True, inline="always")
+    def shfl_up(buf, tid, lane, v, off):
+        """v of lane - off of the channel (own v for lane < off)."""
+        cuda.syncthreads()
+        buf[tid] = v
+        cuda.syncthreads()
+        return buf[tid - off] if lane >= off else v
+
+    @cuda.jit(device=True, inline="always")
+    def shfl_idx(buf, tid, lane, v, src):
+        """v of the channel's lane ``src``."""
+        cuda.syncthreads()
+        buf[tid] = v
+        cuda.syncthreads()
+        return buf[tid - lane + src]
+
+else:
+
+    @cuda.jit(device=True, inline="always")
+    def shfl_up(buf, tid, lane, v, off):
+        """v of lane - off of the channel (own v for lane < off)."""
+        return cuda.shfl_up_sync(FULL_MASK, v, off)
+
+    @cuda.jit(device=True, inline="always")
+    def shfl_idx(buf, tid, lane, v, src):
+        """v of the channel's lane ``src``."""
+        return cuda.shfl_sync(FULL_MASK, v, tid % 32 - lane + src)
 
 
-def kernels(dtype) -> SimpleNamespace:
-    """Every kernel of this module for ``dtype`` (float32 or float64), compiled lazily at launch."""
-    return _build(np.dtype(dtype).name)
+def kernels(dtype, lanes: int = LANES) -> SimpleNamespace:
+    """Every kernel of this module for ``dtype`` (float32 or float64), with ``lanes`` lanes per
+    channel in the forward, compiled lazily at launch."""
+    if lanes not in (1, 2, 4, 8, 16, 32):
+        raise ValueError(f"lanes: expected a power of two from 1 to 32, got {lanes!r}")
+    return _build(np.dtype(dtype).name, lanes)
 
 
 @functools.cache
-def _build(dtype_name: str) -> SimpleNamespace:
+def _build(dtype_name: str, LANES: int) -> SimpleNamespace:
     real = np.dtype(dtype_name).type  # constants and local arrays in the input dtype
     one, zero, thr = real(1), real(0), real(SOFTPLUS_THRESHOLD)
+    WINDOW = LANES * STEPS_PER_LANE  # steps a channel's lanes cover at once
+    THREADS_FWD = WARPS * LANES
 
-    # No device functions: compile_ptx compiles a kernel without a GPU, but a call to a
-    # cuda.jit(device=True) function asks the driver for the current device's compute capability.
-    # So the two kernels below each serve both families (a grid of B * D x n chunks, n = 1 for the
-    # thread per channel) and repeat the step's few lines where they need them.
+    # The forward's lanes exchange values with warp shuffles (``shfl_up``, ``shfl_idx`` below).
+    # The backward is one thread per (b, d) and chunk, so both kernels serve both families (a grid
+    # of channels x n chunks, n = 1 for the recurrent family).
 
     @cuda.jit
     def forward(u, delta, A, B4, C4, Dv, z, bias, softplus, gated, varB, varC, start, C, out, xs, K, last, write_last):
-        """A thread per (b, d) and chunk c (grid y): steps c C .. c C + C - 1 from start[b, d, c],
+        """LANES threads per (b, d) and chunk c (grid y): steps c C .. c C + C - 1 from start[b, d, c],
         writing out; the state entering every step t with t % K == 0 into xs[b, d, t // K] (K > 0);
-        the state after the chunk into last[b, d] when ``write_last``."""
-        i, c = cuda.grid(2)
+        the state after the chunk into last[b, d] when ``write_last``.
+
+        The chunk is walked in windows of WINDOW = LANES P steps, lane j owning the P consecutive
+        steps t0 + j P .. t0 + j P + P - 1 of window t0. For every state entry n:
+          1. each lane composes its P steps' maps x -> a_t x + b_t (a_t = exp(dt_t A[d, n]),
+             b_t = dt_t u_t B_t[n]) into one map x -> pa x + pb;
+          2. an inclusive scan over the lanes composes the maps of lanes 0 .. j (log2 LANES
+             exchanges of (pa, pb));
+          3. the map of lanes 0 .. j - 1 applied to the state entering the window gives the state
+             entering lane j's steps; the lane steps through its P steps, adding x_t[n] C_t[n] to
+             their outputs; the last lane's final state, broadcast, enters the next window.
+        Every lane keeps the whole state entering the window (``carry``, local memory touched once
+        per entry and window, not per step)."""
         Bn, Dn, L = u.shape
         N = A.shape[1]
-        if i < Bn * Dn and c < start.shape[2]:
-            b, d = i // Dn, i % Dn
-            bB, gB = (b if B4.shape[0] > 1 else 0), d // (Dn // B4.shape[1])
-            bC, gC = (b if C4.shape[0] > 1 else 0), d // (Dn // C4.shape[1])
-            x = cuda.local.array(MAX_N, real)
+        tid = cuda.threadIdx.x
+        lane = tid % LANES
+        i = cuda.blockIdx.x * (cuda.blockDim.x // LANES) + tid // LANES
+        c = cuda.blockIdx.y
+        active = i < Bn * Dn  # the same for a channel's lanes; idle lanes still take part in the exchanges
+        i = min(i, Bn * Dn - 1)
+        b, d = i // Dn, i % Dn
+        bB, gB = (b if B4.shape[0] > 1 else 0), d // (Dn // B4.shape[1])
+        bC, gC = (b if C4.shape[0] > 1 else 0), d // (Dn // C4.shape[1])
+        buf = cuda.shared.array(THREADS_FWD, real)  # used by the exchanges under the simulator only
+        carry = cuda.local.array(MAX_N, real)
+        dtv = cuda.local.array(STEPS_PER_LANE, real)  # registers: the loops over P are unrolled
+        uv = cuda.local.array(STEPS_PER_LANE, real)
+        yv = cuda.local.array(STEPS_PER_LANE, real)
+        av = cuda.local.array(STEPS_PER_LANE, real)
+        bv = cuda.local.array(STEPS_PER_LANE, real)
+        for n in range(N):
+            carry[n] = start[b, d, c, n]
+        c0 = c * C
+        c1 = min(c0 + C, L)
+        for t0 in range(c0, c1, WINDOW):
+            base = t0 + lane * STEPS_PER_LANE
+            for p in range(STEPS_PER_LANE):
+                t = base + p
+                dtv[p] = zero
+                uv[p] = zero
+                yv[p] = zero
+                if t < c1:
+                    dt = delta[b, d, t] + bias[d]
+                    if softplus and dt <= thr:
+                        dt = math.log1p(math.exp(dt))  # softplus, linear above the threshold
+                    dtv[p] = dt
+                    uv[p] = u[b, d, t]
             for n in range(N):
-                x[n] = start[b, d, c, n]
-            for t in range(c * C, min(c * C + C, L)):
-                if K > 0 and t % K == 0:
-                    for n in range(N):
-                        xs[b, d, t // K, n] = x[n]
-                dt = delta[b, d, t] + bias[d]
-                if softplus and dt <= thr:
-                    dt = math.log1p(math.exp(dt))  # softplus, linear above the threshold
-                ut = u[b, d, t]
-                dtu = dt * ut
-                tb = t if varB else 0
-                tc = t if varC else 0
-                y = zero
-                for n in range(N):
-                    # x_t = exp(dt A) x_{t-1} + dt u B_t;   y_t = x_t . C_t
-                    x[n] = math.exp(dt * A[d, n]) * x[n] + dtu * B4[bB, gB, tb, n]
-                    y += x[n] * C4[bC, gC, tc, n]
-                y += Dv[d] * ut
-                if gated:
-                    zt = z[b, d, t]
-                    y = y * zt / (one + math.exp(-zt))  # (y + D u) silu(z)
-                out[b, d, t] = y
-            if write_last:
-                for n in range(N):
-                    last[b, d, n] = x[n]
+                An = A[d, n]
+                # 1. the lane's map over its steps (the identity past the chunk's end)
+                pa, pb = one, zero
+                for p in range(STEPS_PER_LANE):
+                    t = base + p
+                    av[p] = one
+                    bv[p] = zero
+                    if t < c1:
+                        # x_t = exp(dt A) x_{t-1} + dt u B_t
+                        av[p] = math.exp(dtv[p] * An)
+                        bv[p] = dtv[p] * uv[p] * B4[bB, gB, t if varB else 0, n]
+                    pa, pb = av[p] * pa, av[p] * pb + bv[p]
+                # 2. inclusive scan over the lanes: (pa, pb) <- (pa, pb) o (the map of lane j - off)
+                off = 1
+                while off < LANES:
+                    qa = shfl_up(buf, tid, lane, pa, off)
+                    qb = shfl_up(buf, tid, lane, pb, off)
+                    if lane >= off:
+                        pa, pb = pa * qa, pa * qb + pb
+                    off *= 2
+                # 3. the state entering the lane's steps (lanes 0 .. j - 1 applied to the carry)
+                qa = shfl_up(buf, tid, lane, pa, 1)
+                qb = shfl_up(buf, tid, lane, pb, 1)
+                x = carry[n] if lane == 0 else qa * carry[n] + qb
+                for p in range(STEPS_PER_LANE):
+                    t = base + p
+                    if t < c1:
+                        if K > 0 and t % K == 0 and active:
+                            xs[b, d, t // K, n] = x
+                        x = av[p] * x + bv[p]
+                        yv[p] += x * C4[bC, gC, t if varC else 0, n]  # y_t = x_t . C_t
+                carry[n] = shfl_idx(buf, tid, lane, x, LANES - 1)  # the state leaving the window
+            for p in range(STEPS_PER_LANE):
+                t = base + p
+                if t < c1 and active:
+                    y = yv[p] + Dv[d] * uv[p]
+                    if gated:
+                        zt = z[b, d, t]
+                        y = y * zt / (one + math.exp(-zt))  # (y + D u) silu(z)
+                    out[b, d, t] = y
+        if write_last and active:
+            for n in range(lane, N, LANES):
+                last[b, d, n] = carry[n]
 
     @cuda.jit
     def backward(u, delta, A, B4, C4, Dv, z, bias, softplus, gated, varB, varC, start, xs, K, C, leaving, dout,
@@ -301,7 +409,8 @@ def _build(dtype_name: str) -> SimpleNamespace:
                 s = P[b, d, c, n] * s + Lm[b, d, c, n]
             s_final[b, d, n] = s
 
-    return SimpleNamespace(forward=forward, backward=backward, chunk_maps=chunk_maps, chunk_carry=chunk_carry)
+    return SimpleNamespace(forward=forward, backward=backward, chunk_maps=chunk_maps, chunk_carry=chunk_carry,
+                           lanes=LANES)
 
 
 # --- launchers on device arrays ------------------------------------------------------------------
@@ -315,6 +424,13 @@ def _threads(n):
 
 def _grid(n):
     return max(1, math.ceil(n / _threads(n)))
+
+
+def _lanes_grid(ks, channels, chunks):
+    """(grid, block) of the forward: ``ks.lanes`` threads per channel and chunk, ``WARPS`` channels
+    per block (fewer for a tiny problem)."""
+    per_block = max(1, min(WARPS, channels))
+    return (math.ceil(channels / per_block), chunks), per_block * ks.lanes
 
 
 def check_state_size(N: int) -> None:
@@ -346,15 +462,15 @@ def _dummy(dtype):
 
 
 def launch_forward(u, delta, A, B4, C4, Dv, z, bias, softplus, gated, varB, varC, h0, out, last, xs):
-    """Thread per channel: out, last and the saved states xs (B, D, ceil(L / K), N) with K =
-    ``segment_steps(N)``. Every array is a device array; B4, C4 by rows; z (1, 1, 1) when not gated."""
+    """Recurrent (LANES threads per channel): out, last and the saved states xs (B, D, ceil(L / K), N)
+    with K = ``segment_steps(N)``. Every array is a device array; B4, C4 by rows; z (1, 1, 1) when
+    not gated."""
     Bn, Dn, L = u.shape
     N = A.shape[1]
     check_state_size(N)
-    ks = kernels(u.dtype)
-    grid, block = (_grid(Bn * Dn), 1), (_threads(Bn * Dn), 1)
-    ks.forward[grid, block](u, delta, A, B4, C4, Dv, z, bias, softplus, gated, varB, varC, h0.reshape(Bn, Dn, 1, N), L,
-                            out, xs, segment_steps(N), last, True)
+    ks = kernels(u.dtype, LANES)  # the module's LANES at call time (the simulator tests lower it)
+    ks.forward[_lanes_grid(ks, Bn * Dn, 1)](u, delta, A, B4, C4, Dv, z, bias, softplus, gated, varB, varC,
+                                       h0.reshape(Bn, Dn, 1, N), L, out, xs, segment_steps(N), last, True)
 
 
 def launch_backward(u, delta, A, B4, C4, Dv, z, bias, softplus, gated, varB, varC, h0, xs, dout, dlast,
@@ -378,15 +494,15 @@ def launch_chunked(u, delta, A, B4, C4, Dv, z, bias, softplus, gated, varB, varC
     check_state_size(N)
     C = check_chunk_size(chunk_size, L)
     n = entering.shape[2]
-    ks = kernels(u.dtype)
+    ks = kernels(u.dtype, LANES)  # the module's LANES at call time (the simulator tests lower it)
     P = cuda.device_array((Bn, Dn, n, N), u.dtype)
     Lm = cuda.device_array((Bn, Dn, n, N), u.dtype)
     grid2, block2 = (_grid(Bn * Dn), n), (_threads(Bn * Dn), 1)
     flags = (softplus, gated, varB, varC)
     ks.chunk_maps[grid2, block2](u, delta, A, B4, C4, Dv, z, bias, *flags, u, C, False, P, Lm)
     ks.chunk_carry[_grid(Bn * Dn * N), _threads(Bn * Dn * N)](P, Lm, h0, entering, last, False)
-    ks.forward[grid2, block2](u, delta, A, B4, C4, Dv, z, bias, *flags, entering, C, out, _dummy(u.dtype), 0, last,
-                              False)
+    ks.forward[_lanes_grid(ks, Bn * Dn, n)](u, delta, A, B4, C4, Dv, z, bias, *flags, entering, C, out, _dummy(u.dtype), 0,
+                                       last, False)
 
 
 def launch_chunked_backward(u, delta, A, B4, C4, Dv, z, bias, softplus, gated, varB, varC, entering, dout, dlast,
@@ -462,7 +578,7 @@ def _gradients_to_host(g, B, C, D, z, delta_bias, initial_state):
 
 def selective_scan_cuda(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                         initial_state=None):
-    """Thread per channel: ``(out, last_state, saved)``, saved (B, D, ceil(L / K), N) the states every
+    """Recurrent: ``(out, last_state, saved)``, saved (B, D, ceil(L / K), N) the states every
     K = ``segment_steps(N)`` steps, which the backward starts from."""
     args, h0_d = _inputs_to_device(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state)
     Bn, Dn, L = args[0].shape

@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from numba_kernels import selective_scan_cuda
 from ref.mixers.selective_scan import FORMS
@@ -18,21 +19,64 @@ assert os.environ.get("NUMBA_ENABLE_CUDASIM") == "1", "run these tests with NUMB
 pytestmark = [pytest.mark.mamba, pytest.mark.cudasim]
 
 
+@pytest.fixture(autouse=True)
+def four_lanes(monkeypatch):
+    """The forward with 4 lanes per channel instead of a warp's 32: the same code (the lane count
+    is a parameter of the scan over lanes), 8x fewer simulated threads, and windows of 16 steps,
+    so that short sequences already span several windows."""
+    monkeypatch.setattr(selective_scan_cuda, "LANES", 4)
+
+
 @settings(max_examples=8)
-@given(ss_cases(max_L=9, dtypes=(np.float64, np.float32)))
-def test_cuda_kernels_agree_with_numpy(case):
-    """Thread per channel (recurrent) and time-chunked, forward and backward, float64 and float32."""
+@given(ss_cases(max_L=9, dtypes=(np.float64, np.float32)), st.sampled_from([1, 2, 4]))
+def test_cuda_kernels_agree_with_numpy(case, lanes):
+    """Recurrent and time-chunked, forward and backward, float64 and float32, 1, 2 or 4 lanes per
+    channel in the forward (windows of 4, 8 or 16 steps)."""
+    args, dout, dlast = make_arrays(case)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(selective_scan_cuda, "LANES", lanes)
+        for form in ("recurrent", "chunked"):
+            got = run(form, "cuda", args, dout, dlast, case["chunk_size"])
+            check_against_reference(f"{form}/cuda, {lanes} lanes", got, args, dout, dlast, case["dtype"])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_a_warp_per_channel(dtype, monkeypatch):
+    """The forward as it runs on a GPU, 32 lanes per channel (windows of 128 steps): L = 150 spans
+    two windows, and chunks of 130 steps end inside the second."""
+    monkeypatch.setattr(selective_scan_cuda, "LANES", 32)
+    case = dict(B=1, D=1, L=150, N=3, G=1, B_mode="variable", C_mode="variable", with_D=True, with_z=True,
+                with_bias=True, softplus=True, with_h0=True, with_dlast=True, decay="weak", chunk_size=130,
+                dtype=dtype, seed=7)  # fmt: skip
     args, dout, dlast = make_arrays(case)
     for form in ("recurrent", "chunked"):
-        got = run(form, "cuda", args, dout, dlast, case["chunk_size"])
-        check_against_reference(f"{form}/cuda", got, args, dout, dlast, case["dtype"])
+        got = run(form, "cuda", args, dout, dlast, 130)
+        check_against_reference(f"{form}/cuda, 32 lanes", got, args, dout, dlast, dtype)
+
+
+def test_idle_lanes_of_the_last_block():
+    """Five channels in blocks of four: the second block's last three lane groups have no channel,
+    take part in the exchanges and write nothing."""
+    case = dict(B=1, D=5, L=21, N=3, G=1, B_mode="fixed", C_mode="variable", with_D=True, with_z=False,
+                with_bias=False, softplus=False, with_h0=True, with_dlast=True, decay="strong", chunk_size=8,
+                dtype=np.float64, seed=11)  # fmt: skip
+    args, dout, dlast = make_arrays(case)
+    for form in ("recurrent", "chunked"):
+        got = run(form, "cuda", args, dout, dlast, 8)
+        check_against_reference(f"{form}/cuda, 5 channels", got, args, dout, dlast, np.float64)
+
+
+def test_lanes_must_be_a_power_of_two_up_to_a_warp():
+    with pytest.raises(ValueError, match=r"lanes: expected a power of two from 1 to 32, got 3"):
+        selective_scan_cuda.kernels(np.float32, 3)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_segments_of_the_backward(dtype):
     """N = 64 = MAX_N: the backward's buffer holds BUF // 64 = 16 steps, so L = 37 makes three
-    saved states per channel (thread per channel), and chunks of 20 steps two segments each, the
-    second one's entering state recomputed from the chunk's start (time-chunked)."""
+    saved states per channel (recurrent; the forward saves them from three windows of 16 steps),
+    and chunks of 20 steps two segments each, the second one's entering state recomputed from the
+    chunk's start (time-chunked)."""
     assert selective_scan_cuda.segment_steps(64) == 16
     case = dict(B=1, D=2, L=37, N=64, G=1, B_mode="variable", C_mode="fixed", with_D=True, with_z=True, with_bias=True,
                 softplus=True, with_h0=True, with_dlast=True, decay="weak", chunk_size=20, dtype=dtype, seed=4)

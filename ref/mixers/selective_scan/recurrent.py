@@ -40,8 +40,9 @@ def selective_scan_recurrent(
 
     Returns ``out`` (B, D, L), ``last_state`` (B, D, N) or None (unless ``return_last_state``), cache.
     ``initial_state`` (B, D, N) is an extension (mamba_ssm has none).
-    backend: "numpy" (this loop), "numba" (``numba_kernels.selective_scan_cpu``), "cuda" (a thread
-    per channel, ``numba_kernels.selective_scan_cuda``) or "auto".
+    backend: "numpy" (this loop), "numba" (``numba_kernels.selective_scan_cpu``), "cuda" (a warp
+    per channel forward, a thread per channel backward, ``numba_kernels.selective_scan_cuda``) or
+    "auto".
     """
     inp = check_inputs(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state=initial_state)
     backend = resolve(backend, ("numpy", "numba", "cuda"), "selective_scan_recurrent")
