@@ -10,42 +10,52 @@ Naive loop (the contract), as in ``attention_cpu``:
     for b, hq, t:   allowed keys A = {s : M[p, s]},  s_ts = scale * q_t . k_s  for s in A
                     lse_t = log sum_{s in A} exp(s_ts);   o_t = sum_{s in A} exp(s_ts - lse_t) v_s
 
-Design: a block of ``tile`` threads, a thread per query row (or per key in the dk/dv kernel),
-the other side streamed through shared memory one tile at a time (loaded by the block together,
-``syncthreads`` around each tile). No (T, S) matrix exists: each thread keeps its row in local
-arrays.
+Design: tiles in shared memory, register-blocked products. A block of TY x TX threads owns a
+tile of BR = TY RM rows; the other side streams through shared memory BC = TX CN columns at a
+time (loaded by the whole block, consecutive threads reading consecutive elements of a row, with
+``syncthreads`` around each tile). Thread (ty, tx) computes the RM x CN entries of rows
+ty + TY i and columns tx + TX j of every score tile in registers, reading RM + CN values from
+shared memory per RM CN multiply-adds (a block-level matrix product: the CUDA cores' way, numba
+has no tensor cores); the TX lanes of a row combine their row maxima and sums with shuffles
+(``cuda_lanes``). Shared tiles are padded to K + 1 and V + 1 columns, so that reads down a column
+by consecutive threads fall in different banks. No (T, S) matrix exists.
 
-* ``forward``, grid (query tiles, B * HQ): the online softmax over the visible key tiles; per
-  tile the scores of the row in a local array, then
+* ``forward``, a block per (query tile, b * HQ + hq): the online softmax over the visible key
+  tiles. Per tile the scores S = scale Q K^T (RM x CN per thread), then per row
 
       m' = max(m, max_s s_ts),  l = exp(m - m') l + sum_s exp(s_ts - m'),
       acc = exp(m - m') acc + sum_s exp(s_ts - m') v_s                                    (1)
 
-  and at the end o_t = acc / l, lse_t = m + log l                                          (2)
+  with P = exp(S - m') written to shared memory for the product P V (acc holds RM x ceil(V/TX)
+  entries per thread); at the end o_t = acc / l, lse_t = m + log l.                        (2)
 * ``row_dots``, a thread per (b, hq, t): D_t = do_t . o_t                                   (3)
-* ``backward_dq``, grid (query tiles, B * HQ): the key tiles streamed as in the forward,
+* ``backward_dq``, a block per (query tile, b * HQ + hq): per visible key tile
 
       P_ts = exp(s_ts - lse_t),  dS_ts = P_ts (do_t . v_s - D_t),  dq_t = scale sum_s dS_ts k_s  (4)
 
-* ``backward_dkdv``, grid (key tiles, B * H): a thread per key s of head h, the query tiles of
-  its G query heads streamed through shared memory,
+  (S = Q K^T and dP = dO V^T as register-blocked products, dS through shared memory for dS K).
+* ``backward_dkdv``, a block per (key tile, b * H + h), its rows the keys: the query tiles of its
+  G query heads streamed through shared memory,
 
       dv_s = sum_t P_ts do_t,   dk_s = scale sum_t dS_ts q_t                                  (5)
 
-  (FlashAttention-2's split without atomics: P and dS are computed once in each kernel.)
+  (S^T = K Q^T and dP^T = V dO^T, then P^T and dS^T through shared memory for P^T dO and
+  dS^T Q.) FlashAttention-2's split without atomics: P and dS are computed in both kernels.
 
 Masks as in ``attention_cpu``: each kind allows one interval of keys lo(p) <= s <= hi(p), lo and
-hi non-decreasing in p, so a query tile sees the keys lo(first row) .. hi(last row) and the
-fully masked tiles outside are never loaded (the test is the same for every thread of a block).
-A boolean mask array (uint8 here) is tested entry by entry, and a tile in which no thread has an
+hi non-decreasing in p, so a query tile sees the keys lo(first row) .. hi(last row) and the fully
+masked tiles outside are never loaded (the test is the same for every thread of a block). A
+boolean mask array (uint8 here) is tested entry by entry, and a tile in which no thread has an
 allowed entry is skipped (``syncthreads_or``).
 
-Sizes. Shared tiles have a compile-time shape: (tile, ``MAX_DIM``) with tile 32 threads for
-float32 and 16 for float64 (at most 32 KiB of shared memory per block); K and V are at most
-``MAX_DIM`` = 128 (larger heads raise ValueError). ``kernels(dtype, tile)`` builds a smaller tile
-for the simulator tests. Numerics: the CUDA target contracts a * b + c into FMAs, so results
-differ from the CPU in the last bits; float32 kernels compute in float32 (``tests/test_cuda_ptx.py``).
-Host wrappers take and return NumPy arrays; the ``launch_*`` functions work on device arrays.
+Sizes. Shared arrays have compile-time shapes, so kernels are built per (dtype, K, V) and tile
+shape: ``kernels(dtype, K, V)`` picks, for each of the three tiled kernels, the first shape of
+``CONFIGS`` whose shared arrays fit the 48 KiB a block may declare statically (float32, K = V = 64:
+forward 64 x 32 tiles, backward 32 x 32). K and V are at most ``MAX_DIM`` = 128 (larger raise
+ValueError). The simulator tests pass small shapes (``tile=(TY, TX, RM, CN)``). Numerics: the
+CUDA target contracts a * b + c into FMAs, so results differ from the CPU in the last bits;
+float32 kernels compute in float32 (``tests/test_cuda_ptx.py``). Host wrappers take and return
+NumPy arrays; the ``launch_*`` functions work on device arrays.
 """
 
 from __future__ import annotations
@@ -55,295 +65,491 @@ import math
 from types import SimpleNamespace
 
 import numpy as np
-from numba import cuda
+from numba import config, cuda
 
 from numba_kernels.attention_cpu import ARRAY, CAUSAL, CHUNKED, PREFIX_LM, SLIDING_WINDOW, mask_parameters
+from numba_kernels.cuda_lanes import shfl_xor
 
-MAX_DIM = 128  # the largest K or V: the width of the shared tiles and local rows
-TILES = {"float32": 32, "float64": 16}  # threads per block (rows per tile) by dtype
+MAX_DIM = 128  # the largest K or V
+SHARED_BYTES = 48 * 1024  # the static shared memory a block may declare
+# Tile shapes (TY, TX, RM, CN), preferred first: TY x TX threads, RM x CN entries per thread.
+CONFIGS = ((8, 16, 8, 4), (8, 16, 8, 2), (8, 16, 4, 2), (8, 16, 4, 1), (8, 16, 2, 1), (8, 16, 1, 1), (8, 8, 1, 1),
+           (4, 8, 1, 1))  # fmt: skip
 ROW_THREADS = 128  # threads per block of ``row_dots``
 
 
-def kernels(dtype, tile: int | None = None) -> SimpleNamespace:
-    """Every kernel of this module for ``dtype`` (float32 or float64) and ``tile`` rows per tile
-    (default ``TILES[dtype]``), compiled lazily at launch."""
+def shared_bytes(kernel: str, itemsize: int, BR: int, BC: int, K: int, V: int) -> int:
+    """The shared memory of ``kernel`` ("forward", "dq" or "dkdv") for tiles of BR rows and BC
+    columns: the arrays each one declares (see ``_build``)."""
+    if kernel == "forward":  # Q (BR, K+1); K (BC, K+1), then P (BR, BC+1), in one array; V (BC, V)
+        n = BR * (K + 1) + max(BC * (K + 1), BR * (BC + 1)) + BC * V
+    elif kernel == "dq":  # Q, dO (BR, K+1 | V+1); K (BC, K+1); V (BC, V+1), then dS (BR, BC+1)
+        n = BR * (K + 1) + BR * (V + 1) + BC * (K + 1) + max(BC * (V + 1), BR * (BC + 1))
+    else:  # K, V (BR, K+1 | V+1); Q, dO (BC, K+1 | V+1); P^T, then dS^T (BR, BC+1); lse, D (BC)
+        n = BR * (K + 1) + BR * (V + 1) + BC * (K + 1) + BC * (V + 1) + BR * (BC + 1) + 2 * BC
+    return n * itemsize
+
+
+def kernels(dtype, K: int, V: int, tile: tuple | None = None) -> SimpleNamespace:
+    """Every kernel of this module for ``dtype`` (float32 or float64) and head sizes K, V, compiled
+    lazily at launch; ``tile`` = (TY, TX, RM, CN) for all three tiled kernels, or by default the
+    first of ``CONFIGS`` that fits each one's shared memory."""
     name = np.dtype(dtype).name
-    return _build(name, TILES[name] if tile is None else int(tile))
+    itemsize = np.dtype(dtype).itemsize
+    check_dims(K, V)
+    if tile is not None:
+        TY, TX, RM, CN = (int(x) for x in tile)
+        if TX not in (1, 2, 4, 8, 16, 32) or min(TY, RM, CN) < 1:
+            raise ValueError(f"tile: expected (TY, TX, RM, CN) >= 1 with TX a power of two up to 32, got {tile!r}")
+        if not config.ENABLE_CUDASIM and (TY * TX) % 32:
+            raise ValueError(f"tile: a block must be whole warps (TY * TX a multiple of 32), got {tile!r}")
+        shapes = []
+        for kernel in ("forward", "dq", "dkdv"):
+            need = shared_bytes(kernel, itemsize, TY * RM, TX * CN, K, V)
+            if need > SHARED_BYTES:
+                raise ValueError(f"tile: {tile!r} needs {need} bytes of shared memory in {kernel}, "
+                                 f"at most {SHARED_BYTES}")  # fmt: skip
+            shapes.append((TY, TX, RM, CN))
+    else:
+        shapes = [next(c for c in CONFIGS if shared_bytes(kernel, itemsize, c[0] * c[2], c[1] * c[3], K, V)
+                       <= SHARED_BYTES) for kernel in ("forward", "dq", "dkdv")]  # fmt: skip
+    return _build(name, K, V, *shapes)
 
 
 @functools.cache
-def _build(dtype_name: str, TILE: int) -> SimpleNamespace:
+def _build(dtype_name: str, K: int, V: int, fwd: tuple, dqs: tuple, dkvs: tuple) -> SimpleNamespace:
     real = np.dtype(dtype_name).type  # np.float32 or np.float64: constants and local arrays in the input dtype
     NINF = real(-np.inf)
     ZERO = real(0)
+    KP, VP = K + 1, V + 1  # padded row lengths of the shared tiles
 
-    # No device functions: compile_ptx compiles a kernel without a GPU, but a call to a
-    # cuda.jit(device=True) function asks the driver for the current device's compute capability.
-    # So the mask comes as the interval lo[b, t] .. hi[b, t] of keys of every query row (computed
-    # on the host, ``key_intervals``), and the test "may attend" is written out where needed:
-    #     lo[b, t] <= s <= hi[b, t] and (kind != ARRAY or marr[bm, hm, t, s])
+    @cuda.jit(device=True, inline="always")
+    def allowed(kind, lo, hi, marr, b, bm, hm, t, s):
+        """May query row t attend to key s? (lo <= s <= hi <= S - 1, and the mask array's entry)"""
+        return lo[b, t] <= s <= hi[b, t] and (kind != ARRAY or marr[bm, hm, t, s] != 0)
+
+    # --- forward -------------------------------------------------------------------------------
+    TY, TX, RM, CN = fwd
+    NT, BR, BC = TY * TX, TY * RM, TX * CN
+    VJ = -(-V // TX)  # value columns per thread: v = tx + TX jj
+    KP_LEN = max(BC * KP, BR * (BC + 1))
 
     @cuda.jit
     def forward(q, k, v, scale, kind, lo, hi, marr, o, lse):
-        """A block per (query tile, b * HQ + hq), a thread per query row: (1), (2)."""
-        B, T, HQ, K = q.shape
-        S, H, V = k.shape[1], k.shape[2], v.shape[3]
+        """A block per (query tile, b * HQ + hq): (1), (2)."""
+        B, T, HQ, _ = q.shape
+        S, H = k.shape[1], k.shape[2]
         bh = cuda.blockIdx.y
         b, hq = bh // HQ, bh % HQ
         h = hq // (HQ // H)
-        i = cuda.threadIdx.x
-        t0 = cuda.blockIdx.x * TILE
-        t1 = min(t0 + TILE, T)
-        t = t0 + i
         bm = b if marr.shape[0] > 1 else 0
         hm = hq if marr.shape[1] > 1 else 0
-        Ks = cuda.shared.array((TILE, MAX_DIM), real)
-        Vs = cuda.shared.array((TILE, MAX_DIM), real)
-        qt = cuda.local.array(MAX_DIM, real)
-        acc = cuda.local.array(MAX_DIM, real)
-        sc = cuda.local.array(TILE, real)
-        for c in range(K):
-            qt[c] = q[b, t, hq, c] if t < T else ZERO
-        for c in range(V):
-            acc[c] = ZERO
-        m = NINF
-        l = ZERO
-        k_first, k_last = lo[b, t0] // TILE, hi[b, t1 - 1] // TILE  # the visible key tiles
-        for kt in range(k_first, k_last + 1):
-            s0 = kt * TILE
-            # which keys of this tile the row may attend to
-            any_here = 0  # an int32 for syncthreads_or
-            if t < T:
-                for j in range(TILE):
-                    if lo[b, t] <= s0 + j <= hi[b, t] and (kind != ARRAY or marr[bm, hm, t, s0 + j] != 0):
-                        any_here = 1
-            if kind == ARRAY and not cuda.syncthreads_or(any_here):
-                continue  # a fully masked tile (the same answer in every thread)
-            cuda.syncthreads()  # the previous tile has been read by every thread
-            s = s0 + i
-            for c in range(K):
-                Ks[i, c] = k[b, s, h, c] if s < S else ZERO
-            for c in range(V):
-                Vs[i, c] = v[b, s, h, c] if s < S else ZERO
+        tid = cuda.threadIdx.x
+        ty, tx = tid // TX, tid % TX
+        t0 = cuda.blockIdx.x * BR
+        t1 = min(t0 + BR, T)
+        Qs = cuda.shared.array((BR, KP), real)
+        KPs = cuda.shared.array(KP_LEN, real)  # K (BC, KP), then P (BR, BC + 1)
+        Vs = cuda.shared.array((BC, V), real)
+        buf = cuda.shared.array(NT, real)  # the lane exchanges under the simulator
+        sc = cuda.local.array((RM, CN), real)  # this thread's scores, then probabilities
+        acc = cuda.local.array((RM, VJ), real)
+        m = cuda.local.array(RM, real)
+        l = cuda.local.array(RM, real)  # this thread's part of the row sums
+        xr = cuda.local.array(RM, real)
+        xc = cuda.local.array(VJ, real)
+        for idx in range(tid, BR * K, NT):
+            r, c = idx // K, idx % K
+            Qs[r, c] = q[b, t0 + r, hq, c] if t0 + r < T else ZERO
+        for i in range(RM):
+            m[i] = NINF
+            l[i] = ZERO
+            for jj in range(VJ):
+                acc[i, jj] = ZERO
+        for kt in range(lo[b, t0] // BC, hi[b, t1 - 1] // BC + 1):  # the visible key tiles
+            s0 = kt * BC
+            if kind == ARRAY:
+                any_here = 0  # an int32 for syncthreads_or
+                for i in range(RM):
+                    t = t0 + ty + TY * i
+                    for j in range(CN):
+                        if t < T and allowed(kind, lo, hi, marr, b, bm, hm, t, s0 + tx + TX * j):
+                            any_here = 1
+                if not cuda.syncthreads_or(any_here):
+                    continue  # a fully masked tile (the same answer in every thread)
+            cuda.syncthreads()  # every thread is done with the previous tile's P and V
+            for idx in range(tid, BC * K, NT):
+                c, d = idx // K, idx % K
+                KPs[c * KP + d] = k[b, s0 + c, h, d] if s0 + c < S else ZERO
+            for idx in range(tid, BC * V, NT):
+                c, d = idx // V, idx % V
+                Vs[c, d] = v[b, s0 + c, h, d] if s0 + c < S else ZERO
             cuda.syncthreads()
-            if any_here:
-                mnew = m
-                for j in range(TILE):
+            # S = Q K^T on rows ty + TY i, columns tx + TX j
+            for i in range(RM):
+                for j in range(CN):
+                    sc[i, j] = ZERO
+            for d in range(K):
+                for i in range(RM):
+                    xr[i] = Qs[ty + TY * i, d]
+                for j in range(CN):
+                    x = KPs[(tx + TX * j) * KP + d]
+                    for i in range(RM):
+                        sc[i, j] += xr[i] * x
+            # (1) per row: the mask, the new maximum over the row's TX lanes, the rescaling
+            for i in range(RM):
+                t = t0 + ty + TY * i
+                mx = NINF
+                for j in range(CN):
                     x = NINF
-                    if lo[b, t] <= s0 + j <= hi[b, t] and (kind != ARRAY or marr[bm, hm, t, s0 + j] != 0):
-                        x = ZERO
-                        for c in range(K):
-                            x += qt[c] * Ks[j, c]
-                        x *= scale  # s_ts
-                    sc[j] = x
-                    if x > mnew:
-                        mnew = x
-                alpha = math.exp(m - mnew)  # (1); 0 when m = -inf
-                l *= alpha
-                for c in range(V):
-                    acc[c] *= alpha
-                for j in range(TILE):
-                    e = math.exp(sc[j] - mnew)  # 0 off the mask
-                    l += e
-                    for c in range(V):
-                        acc[c] += e * Vs[j, c]
-                m = mnew
-        if t < T:
-            if l > ZERO:
-                for c in range(V):
-                    o[b, t, hq, c] = acc[c] / l  # (2)
-                lse[b, t, hq] = m + math.log(l)
-            else:  # a fully masked row
-                for c in range(V):
-                    o[b, t, hq, c] = ZERO
-                lse[b, t, hq] = NINF
+                    if t < T and allowed(kind, lo, hi, marr, b, bm, hm, t, s0 + tx + TX * j):
+                        x = scale * sc[i, j]  # s_ts
+                    sc[i, j] = x
+                    mx = max(mx, x)
+                off = TX // 2
+                while off > 0:
+                    mx = max(mx, shfl_xor(buf, tid, tx, mx, off))
+                    off //= 2
+                mnew = max(m[i], mx)
+                alpha = math.exp(m[i] - mnew) if mnew > NINF else ZERO  # 0 when m = -inf
+                rowsum = ZERO
+                for j in range(CN):
+                    p = math.exp(sc[i, j] - mnew) if mnew > NINF else ZERO  # 0 off the mask
+                    sc[i, j] = p
+                    rowsum += p
+                l[i] = alpha * l[i] + rowsum
+                for jj in range(VJ):
+                    acc[i, jj] *= alpha
+                m[i] = mnew
+            cuda.syncthreads()  # every thread is done with K: P takes its place
+            for i in range(RM):
+                for j in range(CN):
+                    KPs[(ty + TY * i) * (BC + 1) + tx + TX * j] = sc[i, j]
+            cuda.syncthreads()
+            # acc += P V on rows ty + TY i, value columns tx + TX jj
+            for c in range(BC):
+                for i in range(RM):
+                    xr[i] = KPs[(ty + TY * i) * (BC + 1) + c]
+                for jj in range(VJ):
+                    xc[jj] = Vs[c, min(tx + TX * jj, V - 1)]
+                for i in range(RM):
+                    for jj in range(VJ):
+                        acc[i, jj] += xr[i] * xc[jj]
+        # (2): the row sums over the row's lanes, then o and lse
+        for i in range(RM):
+            li = l[i]
+            off = TX // 2
+            while off > 0:
+                li += shfl_xor(buf, tid, tx, li, off)
+                off //= 2
+            t = t0 + ty + TY * i
+            if t < T:
+                for jj in range(VJ):
+                    if tx + TX * jj < V:
+                        o[b, t, hq, tx + TX * jj] = acc[i, jj] / li if li > ZERO else ZERO
+                if tx == 0:
+                    lse[b, t, hq] = m[i] + math.log(li) if li > ZERO else NINF
 
     @cuda.jit
     def row_dots(do, o, D):
         """A thread per (b, t, hq): (3) D_t = do_t . o_t."""
         i = cuda.grid(1)
-        B, T, HQ, V = o.shape
+        B, T, HQ, Vn = o.shape
         if i < B * T * HQ:
             b, t, hq = i // (T * HQ), (i // HQ) % T, i % HQ
             acc = ZERO
-            for c in range(V):
+            for c in range(Vn):
                 acc += do[b, t, hq, c] * o[b, t, hq, c]
             D[b, t, hq] = acc
 
+    # --- backward: dq ----------------------------------------------------------------------------
+    QTY, QTX, QRM, QCN = dqs
+    QNT, QBR, QBC = QTY * QTX, QTY * QRM, QTX * QCN
+    KJ = -(-K // QTX)  # key columns per thread: c = tx + QTX jj
+    VD_LEN = max(QBC * VP, QBR * (QBC + 1))
+
     @cuda.jit
     def backward_dq(q, k, v, do, lse, D, scale, kind, lo, hi, marr, dq):
-        """A block per (query tile, b * HQ + hq), a thread per query row: (4)."""
-        B, T, HQ, K = q.shape
-        S, H, V = k.shape[1], k.shape[2], v.shape[3]
+        """A block per (query tile, b * HQ + hq): (4)."""
+        B, T, HQ, _ = q.shape
+        S, H = k.shape[1], k.shape[2]
         bh = cuda.blockIdx.y
         b, hq = bh // HQ, bh % HQ
         h = hq // (HQ // H)
-        i = cuda.threadIdx.x
-        t0 = cuda.blockIdx.x * TILE
-        t1 = min(t0 + TILE, T)
-        t = t0 + i
         bm = b if marr.shape[0] > 1 else 0
         hm = hq if marr.shape[1] > 1 else 0
-        Ks = cuda.shared.array((TILE, MAX_DIM), real)
-        Vs = cuda.shared.array((TILE, MAX_DIM), real)
-        qt = cuda.local.array(MAX_DIM, real)
-        dot = cuda.local.array(MAX_DIM, real)
-        acc = cuda.local.array(MAX_DIM, real)
-        live = t < T and lse[b, t, hq] > NINF  # padding and fully masked rows send nothing
-        for c in range(K):
-            qt[c] = q[b, t, hq, c] if t < T else ZERO
-            acc[c] = ZERO
-        for c in range(V):
-            dot[c] = do[b, t, hq, c] if t < T else ZERO
-        lse_t = lse[b, t, hq] if live else ZERO
-        D_t = D[b, t, hq] if live else ZERO
-        k_first, k_last = lo[b, t0] // TILE, hi[b, t1 - 1] // TILE  # the visible key tiles
-        for kt in range(k_first, k_last + 1):
-            s0 = kt * TILE
-            any_here = 0  # an int32 for syncthreads_or
-            if live:
-                for j in range(TILE):
-                    if lo[b, t] <= s0 + j <= hi[b, t] and (kind != ARRAY or marr[bm, hm, t, s0 + j] != 0):
-                        any_here = 1
-            if kind == ARRAY and not cuda.syncthreads_or(any_here):
-                continue
+        tid = cuda.threadIdx.x
+        ty, tx = tid // QTX, tid % QTX
+        t0 = cuda.blockIdx.x * QBR
+        t1 = min(t0 + QBR, T)
+        Qs = cuda.shared.array((QBR, KP), real)
+        dOs = cuda.shared.array((QBR, VP), real)
+        Ks = cuda.shared.array((QBC, KP), real)
+        VDs = cuda.shared.array(VD_LEN, real)  # V (BC, VP), then dS (BR, BC + 1)
+        sc = cuda.local.array((QRM, QCN), real)  # scores, then dS
+        dp = cuda.local.array((QRM, QCN), real)  # do_t . v_s
+        acc = cuda.local.array((QRM, KJ), real)
+        lse_r = cuda.local.array(QRM, real)  # per row: lse (-inf: no gradient) and D
+        D_r = cuda.local.array(QRM, real)
+        xr = cuda.local.array(QRM, real)
+        xr2 = cuda.local.array(QRM, real)
+        xc = cuda.local.array(KJ, real)
+        for idx in range(tid, QBR * K, QNT):
+            r, c = idx // K, idx % K
+            Qs[r, c] = q[b, t0 + r, hq, c] if t0 + r < T else ZERO
+        for idx in range(tid, QBR * V, QNT):
+            r, c = idx // V, idx % V
+            dOs[r, c] = do[b, t0 + r, hq, c] if t0 + r < T else ZERO
+        for i in range(QRM):
+            t = t0 + ty + QTY * i
+            lse_r[i] = lse[b, t, hq] if t < T else NINF
+            D_r[i] = D[b, t, hq] if t < T else ZERO
+            for jj in range(KJ):
+                acc[i, jj] = ZERO
+        for kt in range(lo[b, t0] // QBC, hi[b, t1 - 1] // QBC + 1):
+            s0 = kt * QBC
+            if kind == ARRAY:
+                any_here = 0
+                for i in range(QRM):
+                    t = t0 + ty + QTY * i
+                    for j in range(QCN):
+                        if t < T and allowed(kind, lo, hi, marr, b, bm, hm, t, s0 + tx + QTX * j):
+                            any_here = 1
+                if not cuda.syncthreads_or(any_here):
+                    continue
+            cuda.syncthreads()  # every thread is done with the previous tile's K and dS
+            for idx in range(tid, QBC * K, QNT):
+                c, d = idx // K, idx % K
+                Ks[c, d] = k[b, s0 + c, h, d] if s0 + c < S else ZERO
+            for idx in range(tid, QBC * V, QNT):
+                c, d = idx // V, idx % V
+                VDs[c * VP + d] = v[b, s0 + c, h, d] if s0 + c < S else ZERO
             cuda.syncthreads()
-            s = s0 + i
-            for c in range(K):
-                Ks[i, c] = k[b, s, h, c] if s < S else ZERO
-            for c in range(V):
-                Vs[i, c] = v[b, s, h, c] if s < S else ZERO
+            for i in range(QRM):
+                for j in range(QCN):
+                    sc[i, j] = ZERO
+                    dp[i, j] = ZERO
+            for d in range(K):  # S = Q K^T
+                for i in range(QRM):
+                    xr[i] = Qs[ty + QTY * i, d]
+                for j in range(QCN):
+                    x = Ks[tx + QTX * j, d]
+                    for i in range(QRM):
+                        sc[i, j] += xr[i] * x
+            for d in range(V):  # dP = dO V^T
+                for i in range(QRM):
+                    xr2[i] = dOs[ty + QTY * i, d]
+                for j in range(QCN):
+                    x = VDs[(tx + QTX * j) * VP + d]
+                    for i in range(QRM):
+                        dp[i, j] += xr2[i] * x
+            for i in range(QRM):
+                t = t0 + ty + QTY * i
+                for j in range(QCN):
+                    ds = ZERO
+                    if lse_r[i] > NINF and allowed(kind, lo, hi, marr, b, bm, hm, t, s0 + tx + QTX * j):
+                        p = math.exp(scale * sc[i, j] - lse_r[i])  # P_ts
+                        ds = p * (dp[i, j] - D_r[i])  # dS_ts
+                    sc[i, j] = ds
+            cuda.syncthreads()  # every thread is done with V: dS takes its place
+            for i in range(QRM):
+                for j in range(QCN):
+                    VDs[(ty + QTY * i) * (QBC + 1) + tx + QTX * j] = sc[i, j]
             cuda.syncthreads()
-            if any_here:
-                for j in range(TILE):
-                    if lo[b, t] <= s0 + j <= hi[b, t] and (kind != ARRAY or marr[bm, hm, t, s0 + j] != 0):
-                        x = ZERO
-                        for c in range(K):
-                            x += qt[c] * Ks[j, c]
-                        p = math.exp(scale * x - lse_t)  # P_ts
-                        dp = ZERO
-                        for c in range(V):
-                            dp += dot[c] * Vs[j, c]
-                        ds = p * (dp - D_t)  # dS_ts
-                        for c in range(K):
-                            acc[c] += ds * Ks[j, c]
-        if t < T:
-            for c in range(K):
-                dq[b, t, hq, c] = scale * acc[c]  # (4)
+            for c in range(QBC):  # acc += dS K
+                for i in range(QRM):
+                    xr[i] = VDs[(ty + QTY * i) * (QBC + 1) + c]
+                for jj in range(KJ):
+                    xc[jj] = Ks[c, min(tx + QTX * jj, K - 1)]
+                for i in range(QRM):
+                    for jj in range(KJ):
+                        acc[i, jj] += xr[i] * xc[jj]
+        for i in range(QRM):
+            t = t0 + ty + QTY * i
+            if t < T:
+                for jj in range(KJ):
+                    if tx + QTX * jj < K:
+                        dq[b, t, hq, tx + QTX * jj] = scale * acc[i, jj]  # (4)
+
+    # --- backward: dk, dv ------------------------------------------------------------------------
+    KTY, KTX, KRM, KCN = dkvs
+    KNT, KBR, KBC = KTY * KTX, KTY * KRM, KTX * KCN
+    DKJ, DVJ = -(-K // KTX), -(-V // KTX)
+    KBC1 = KBC + 1
 
     @cuda.jit
     def backward_dkdv(q, k, v, do, lse, D, scale, kind, lo, hi, marr, dk, dv):
-        """A block per (key tile, b * H + h), a thread per key: (5), over the G query heads of h."""
-        B, T, HQ, K = q.shape
-        S, H, V = k.shape[1], k.shape[2], v.shape[3]
+        """A block per (key tile, b * H + h), its rows the keys: (5), over the G query heads of h."""
+        B, T, HQ, _ = q.shape
+        S, H = k.shape[1], k.shape[2]
         G = HQ // H
         bh = cuda.blockIdx.y
         b, h = bh // H, bh % H
-        i = cuda.threadIdx.x
-        s0 = cuda.blockIdx.x * TILE
-        s = s0 + i
         bm = b if marr.shape[0] > 1 else 0
-        Qs = cuda.shared.array((TILE, MAX_DIM), real)
-        dOs = cuda.shared.array((TILE, MAX_DIM), real)
-        Ls = cuda.shared.array(TILE, real)  # lse of the tile's rows (-inf: no gradient)
-        Ds = cuda.shared.array(TILE, real)
-        ks = cuda.local.array(MAX_DIM, real)
-        vs = cuda.local.array(MAX_DIM, real)
-        dks = cuda.local.array(MAX_DIM, real)
-        dvs = cuda.local.array(MAX_DIM, real)
-        for c in range(K):
-            ks[c] = k[b, s, h, c] if s < S else ZERO
-            dks[c] = ZERO
-        for c in range(V):
-            vs[c] = v[b, s, h, c] if s < S else ZERO
-            dvs[c] = ZERO
-        nq = (T + TILE - 1) // TILE
+        tid = cuda.threadIdx.x
+        ty, tx = tid // KTX, tid % KTX
+        s0 = cuda.blockIdx.x * KBR
+        s_last = min(s0 + KBR, S) - 1
+        Ks = cuda.shared.array((KBR, KP), real)
+        Vs = cuda.shared.array((KBR, VP), real)
+        Qs = cuda.shared.array((KBC, KP), real)
+        dOs = cuda.shared.array((KBC, VP), real)
+        PT = cuda.shared.array((KBR, KBC1), real)  # P^T, then dS^T
+        Ls = cuda.shared.array(KBC, real)  # lse of the tile's queries (-inf: no gradient)
+        Ds = cuda.shared.array(KBC, real)
+        sc = cuda.local.array((KRM, KCN), real)  # S^T, then P^T
+        dp = cuda.local.array((KRM, KCN), real)  # dP^T, then dS^T
+        dka = cuda.local.array((KRM, DKJ), real)
+        dva = cuda.local.array((KRM, DVJ), real)
+        xr = cuda.local.array(KRM, real)
+        xk = cuda.local.array(DKJ, real)
+        xv = cuda.local.array(DVJ, real)
+        for idx in range(tid, KBR * K, KNT):
+            r, c = idx // K, idx % K
+            Ks[r, c] = k[b, s0 + r, h, c] if s0 + r < S else ZERO
+        for idx in range(tid, KBR * V, KNT):
+            r, c = idx // V, idx % V
+            Vs[r, c] = v[b, s0 + r, h, c] if s0 + r < S else ZERO
+        for i in range(KRM):
+            for jj in range(DKJ):
+                dka[i, jj] = ZERO
+            for jj in range(DVJ):
+                dva[i, jj] = ZERO
         for hq in range(h * G, (h + 1) * G):
             hm = hq if marr.shape[1] > 1 else 0
-            for qt in range(nq):
-                t0 = qt * TILE
-                t1 = min(t0 + TILE, T)
-                k_first, k_last = lo[b, t0] // TILE, hi[b, t1 - 1] // TILE  # the visible key tiles
-                if cuda.blockIdx.x < k_first or cuda.blockIdx.x > k_last:
-                    continue  # a fully masked tile (the same in every thread)
-                any_here = 0  # an int32 for syncthreads_or
-                if s < S:
-                    for j in range(t1 - t0):
-                        if lo[b, t0 + j] <= s <= hi[b, t0 + j] and (kind != ARRAY or marr[bm, hm, t0 + j, s] != 0):
-                            any_here = 1
-                if kind == ARRAY and not cuda.syncthreads_or(any_here):
-                    continue
+            for qt in range((T + KBC - 1) // KBC):
+                t0 = qt * KBC
+                t1 = min(t0 + KBC, T)
+                if hi[b, t1 - 1] < s0 or lo[b, t0] > s_last:
+                    continue  # no query of the tile sees these keys (the same in every thread)
+                if kind == ARRAY:
+                    any_here = 0
+                    for i in range(KRM):
+                        s = s0 + ty + KTY * i
+                        for j in range(KCN):
+                            t = t0 + tx + KTX * j
+                            if s < S and t < T and allowed(kind, lo, hi, marr, b, bm, hm, t, s):
+                                any_here = 1
+                    if not cuda.syncthreads_or(any_here):
+                        continue
+                cuda.syncthreads()  # every thread is done with the previous tile
+                for idx in range(tid, KBC * K, KNT):
+                    r, c = idx // K, idx % K
+                    Qs[r, c] = q[b, t0 + r, hq, c] if t0 + r < T else ZERO
+                for idx in range(tid, KBC * V, KNT):
+                    r, c = idx // V, idx % V
+                    dOs[r, c] = do[b, t0 + r, hq, c] if t0 + r < T else ZERO
+                for r in range(tid, KBC, KNT):
+                    Ls[r] = lse[b, t0 + r, hq] if t0 + r < T else NINF
+                    Ds[r] = D[b, t0 + r, hq] if t0 + r < T else ZERO
                 cuda.syncthreads()
-                t = t0 + i
-                for c in range(K):
-                    Qs[i, c] = q[b, t, hq, c] if t < T else ZERO
-                for c in range(V):
-                    dOs[i, c] = do[b, t, hq, c] if t < T else ZERO
-                Ls[i] = lse[b, t, hq] if t < T else NINF
-                Ds[i] = D[b, t, hq] if t < T else ZERO
+                for i in range(KRM):
+                    for j in range(KCN):
+                        sc[i, j] = ZERO
+                        dp[i, j] = ZERO
+                for d in range(K):  # S^T = K Q^T
+                    for i in range(KRM):
+                        xr[i] = Ks[ty + KTY * i, d]
+                    for j in range(KCN):
+                        x = Qs[tx + KTX * j, d]
+                        for i in range(KRM):
+                            sc[i, j] += xr[i] * x
+                for d in range(V):  # dP^T = V dO^T
+                    for i in range(KRM):
+                        xr[i] = Vs[ty + KTY * i, d]
+                    for j in range(KCN):
+                        x = dOs[tx + KTX * j, d]
+                        for i in range(KRM):
+                            dp[i, j] += xr[i] * x
+                for i in range(KRM):
+                    s = s0 + ty + KTY * i
+                    for j in range(KCN):
+                        c = tx + KTX * j
+                        p = ZERO
+                        ds = ZERO
+                        if s < S and Ls[c] > NINF and allowed(kind, lo, hi, marr, b, bm, hm, t0 + c, s):
+                            p = math.exp(scale * sc[i, j] - Ls[c])  # P_ts
+                            ds = p * (dp[i, j] - Ds[c])  # dS_ts
+                        sc[i, j] = p
+                        dp[i, j] = ds
+                        PT[ty + KTY * i, c] = p
                 cuda.syncthreads()
-                if any_here:
-                    for j in range(t1 - t0):
-                        tj = t0 + j
-                        if Ls[j] > NINF and lo[b, tj] <= s <= hi[b, tj] and (kind != ARRAY or marr[bm, hm, tj, s] != 0):
-                            x = ZERO
-                            for c in range(K):
-                                x += Qs[j, c] * ks[c]
-                            p = math.exp(scale * x - Ls[j])  # P_ts
-                            dp = ZERO
-                            for c in range(V):
-                                dp += dOs[j, c] * vs[c]
-                                dvs[c] += p * dOs[j, c]  # (5)
-                            ds = p * (dp - Ds[j])  # dS_ts
-                            for c in range(K):
-                                dks[c] += ds * Qs[j, c]  # (5)
-        if s < S:
-            for c in range(K):
-                dk[b, s, h, c] = scale * dks[c]
-            for c in range(V):
-                dv[b, s, h, c] = dvs[c]
+                for c in range(KBC):  # dv += P^T dO
+                    for i in range(KRM):
+                        xr[i] = PT[ty + KTY * i, c]
+                    for jj in range(DVJ):
+                        xv[jj] = dOs[c, min(tx + KTX * jj, V - 1)]
+                    for i in range(KRM):
+                        for jj in range(DVJ):
+                            dva[i, jj] += xr[i] * xv[jj]
+                cuda.syncthreads()  # every thread is done with P^T: dS^T takes its place
+                for i in range(KRM):
+                    for j in range(KCN):
+                        PT[ty + KTY * i, tx + KTX * j] = dp[i, j]
+                cuda.syncthreads()
+                for c in range(KBC):  # dk += dS^T Q
+                    for i in range(KRM):
+                        xr[i] = PT[ty + KTY * i, c]
+                    for jj in range(DKJ):
+                        xk[jj] = Qs[c, min(tx + KTX * jj, K - 1)]
+                    for i in range(KRM):
+                        for jj in range(DKJ):
+                            dka[i, jj] += xr[i] * xk[jj]
+        for i in range(KRM):
+            s = s0 + ty + KTY * i
+            if s < S:
+                for jj in range(DKJ):
+                    if tx + KTX * jj < K:
+                        dk[b, s, h, tx + KTX * jj] = scale * dka[i, jj]  # (5)
+                for jj in range(DVJ):
+                    if tx + KTX * jj < V:
+                        dv[b, s, h, tx + KTX * jj] = dva[i, jj]
 
-    return SimpleNamespace(tile=TILE, forward=forward, row_dots=row_dots, backward_dq=backward_dq,
-                           backward_dkdv=backward_dkdv)  # fmt: skip
+    return SimpleNamespace(forward=forward, row_dots=row_dots, backward_dq=backward_dq, backward_dkdv=backward_dkdv,
+                           shapes=dict(forward=fwd, dq=dqs, dkdv=dkvs))  # fmt: skip
 
 
 # --- launchers on device arrays ----------------------------------------------------------------
 
 
 def check_dims(K: int, V: int) -> None:
-    """K and V must fit the shared tiles and local rows of the kernels (``MAX_DIM``)."""
+    """K and V must fit the shared tiles of the kernels (``MAX_DIM``)."""
     for n, name, arg in ((K, "K", "q"), (V, "V", "v")):
         if n > MAX_DIM:
             raise ValueError(
-                f"{arg}: the CUDA kernels hold a row in shared and local arrays: expected {name} <= {MAX_DIM}, "
+                f"{arg}: the CUDA kernels hold tiles of rows in shared memory: expected {name} <= {MAX_DIM}, "
                 f"got {name} = {n}"
             )
 
 
-def _grid(n, ks):
-    return max(1, math.ceil(n / ks.tile))
+def _launch_shape(shape, n_rows):
+    """(blocks along the rows, threads per block) of a tiled kernel of tile shape (TY, TX, RM, CN)
+    over n_rows rows."""
+    TY, TX, RM, _ = shape
+    return max(1, math.ceil(n_rows / (TY * RM))), TY * TX
 
 
 def launch_forward(q, k, v, scale, mask_args, o, lse, tile=None):
     """o and lse; q, k, v, o, lse device arrays; ``mask_args`` = (kind, lo, hi, mask array), the
     last three on the device (``_mask_to_device``)."""
     B, T, HQ, K = q.shape
-    check_dims(K, v.shape[3])
-    ks = kernels(q.dtype, tile)
-    ks.forward[(_grid(T, ks), B * HQ), ks.tile](q, k, v, q.dtype.type(scale), *mask_args, o, lse)
+    ks = kernels(q.dtype, K, v.shape[3], tile)
+    blocks, threads = _launch_shape(ks.shapes["forward"], T)
+    ks.forward[(blocks, B * HQ), threads](q, k, v, q.dtype.type(scale), *mask_args, o, lse)
 
 
 def launch_backward(q, k, v, o, lse, do, scale, mask_args, dq, dk, dv, tile=None):
     """dq, dk, dv from the forward's o and lse (device arrays)."""
     B, T, HQ, K = q.shape
     _, S, H, V = v.shape
-    check_dims(K, V)
-    ks = kernels(q.dtype, tile)
+    ks = kernels(q.dtype, K, V, tile)
     scale = q.dtype.type(scale)
     D = cuda.device_array((B, T, HQ), q.dtype)
     ks.row_dots[max(1, math.ceil(B * T * HQ / ROW_THREADS)), ROW_THREADS](do, o, D)
-    ks.backward_dq[(_grid(T, ks), B * HQ), ks.tile](q, k, v, do, lse, D, scale, *mask_args, dq)
-    ks.backward_dkdv[(_grid(S, ks), B * H), ks.tile](q, k, v, do, lse, D, scale, *mask_args, dk, dv)
+    blocks, threads = _launch_shape(ks.shapes["dq"], T)
+    ks.backward_dq[(blocks, B * HQ), threads](q, k, v, do, lse, D, scale, *mask_args, dq)
+    blocks, threads = _launch_shape(ks.shapes["dkdv"], S)
+    ks.backward_dkdv[(blocks, B * H), threads](q, k, v, do, lse, D, scale, *mask_args, dk, dv)
 
 
 # --- host wrappers: the arguments of attention_cpu ---------------------------------------------
@@ -373,7 +579,7 @@ def _mask_to_device(mask, B, HQ, T, S, window, chunk_size, prefix_len):
 
 
 def attention_cuda(q, k, v, scale, mask="causal", window=None, chunk_size=None, prefix_len=None, tile=None):
-    """The forward: ``(o, lse)`` as ``attention_cpu``; ``tile`` rows per block (default by dtype)."""
+    """The forward: ``(o, lse)`` as ``attention_cpu``; ``tile`` (TY, TX, RM, CN), see ``kernels``."""
     B, T, HQ, K = q.shape
     _, S, H, V = v.shape
     check_dims(K, V)
@@ -400,7 +606,8 @@ def attention_cuda_backward(q, k, v, o, lse, do, scale, mask="causal", window=No
 
 
 def kernel_signatures(dtype):
-    """Every kernel of this module with its argument types for ``dtype`` (float32 or float64).
+    """Every kernel of this module with its argument types for ``dtype`` (float32 or float64), at
+    head sizes 64 (the benchmark's) and 128 (``MAX_DIM``: the smallest tile shapes).
 
     Used to compile each kernel to PTX without a GPU (``numba.cuda.compile_ptx``), which runs the
     real type inference and code generation that the simulator skips.
@@ -412,10 +619,12 @@ def kernel_signatures(dtype):
     i64 = types.int64
     I2 = types.Array(i64, 2, "C")
     mask = (i64, I2, I2, types.Array(types.uint8, 4, "C"))
-    ks = kernels(dtype)
-    return [
-        (ks.forward, (A4, A4, A4, f, *mask, A4, A3)),
-        (ks.row_dots, (A4, A4, A3)),
-        (ks.backward_dq, (A4, A4, A4, A4, A3, A3, f, *mask, A4)),
-        (ks.backward_dkdv, (A4, A4, A4, A4, A3, A3, f, *mask, A4, A4)),
-    ]
+    out = []
+    for dim in (64, MAX_DIM):
+        ks = kernels(dtype, dim, dim)
+        out += [
+            (ks.forward, (A4, A4, A4, f, *mask, A4, A3)),
+            (ks.backward_dq, (A4, A4, A4, A4, A3, A3, f, *mask, A4)),
+            (ks.backward_dkdv, (A4, A4, A4, A4, A3, A3, f, *mask, A4, A4)),
+        ]
+    return out + [(ks.row_dots, (A4, A4, A3))]

@@ -43,8 +43,8 @@ The variable and grouped dB and dC are added at every step (D / G threads conten
 address): the simplest correct choice; a block-level reduction would be faster.
 
 The forward's lanes exchange values by warp shuffles; under numba's CUDA simulator (which has
-none) through shared memory instead, and the simulator tests use fewer lanes per channel (see
-``shfl_up``). The other kernels use no shared memory and no synchronisation. Kernels are built
+none) through shared memory instead (``cuda_lanes``), and the simulator tests use fewer lanes
+per channel. The other kernels use no shared memory and no synchronisation. Kernels are built
 per dtype and lane count by ``kernels(dtype, lanes)`` (local arrays need the element type at
 compile time; CUDA kernels are compiled per process, never cached); float32 kernels compute in
 float32 (``tests/test_cuda_ptx.py`` checks the PTX). Numerics: the CUDA target contracts
@@ -60,8 +60,9 @@ import math
 from types import SimpleNamespace
 
 import numpy as np
-from numba import config, cuda
+from numba import cuda
 
+from numba_kernels.cuda_lanes import shfl_idx, shfl_up
 from numba_kernels.selective_scan_cpu import SOFTPLUS_THRESHOLD, from_rows, prepare
 
 THREADS = 128  # threads per block
@@ -70,43 +71,8 @@ BUF = 1024  # values in the backward's local buffer of recomputed states: segmen
 LANES = 32  # lanes per channel in the forward: a warp (the simulator tests also build 2 and 4)
 STEPS_PER_LANE = 4  # P, consecutive steps of a lane in the forward
 WARPS = 4  # channels per block of the forward
-# The forward's lanes exchange values with warp shuffles (``shfl_up``, ``shfl_idx``). numba's CUDA
-# simulator has no shuffles, so there the same exchange goes through shared memory between two
-# barriers: the simulator checks the kernel's arithmetic and indexing, ``compile_ptx``
-# (tests/test_cuda_ptx.py) the shuffles. Every thread of a block makes the same exchanges (idle
-# warps included), which the barriers need and the full-warp shuffles assume. A channel's lanes
-# are ``lanes`` consecutive threads, a power of two up to 32, so they never straddle two warps.
-FULL_MASK = 0xFFFFFFFF
-
-if config.ENABLE_CUDASIM:
-
-    @cuda.jit(device=True, inline="always")
-    def shfl_up(buf, tid, lane, v, off):
-        """v of lane - off of the channel (own v for lane < off)."""
-        cuda.syncthreads()
-        buf[tid] = v
-        cuda.syncthreads()
-        return buf[tid - off] if lane >= off else v
-
-    @cuda.jit(device=True, inline="always")
-    def shfl_idx(buf, tid, lane, v, src):
-        """v of the channel's lane ``src``."""
-        cuda.syncthreads()
-        buf[tid] = v
-        cuda.syncthreads()
-        return buf[tid - lane + src]
-
-else:
-
-    @cuda.jit(device=True, inline="always")
-    def shfl_up(buf, tid, lane, v, off):
-        """v of lane - off of the channel (own v for lane < off)."""
-        return cuda.shfl_up_sync(FULL_MASK, v, off)
-
-    @cuda.jit(device=True, inline="always")
-    def shfl_idx(buf, tid, lane, v, src):
-        """v of the channel's lane ``src``."""
-        return cuda.shfl_sync(FULL_MASK, v, tid % 32 - lane + src)
+# The forward's lanes exchange values with warp shuffles, through shared memory under the simulator
+# (``numba_kernels.cuda_lanes``).
 
 
 def kernels(dtype, lanes: int = LANES) -> SimpleNamespace:

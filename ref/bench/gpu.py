@@ -387,7 +387,7 @@ def time_attention(rng, small: bool, repeats: int, torch) -> list[dict]:
 
     from numba_kernels import attention_cuda as ac
 
-    B, T, H, K = (1, 64, 2, 16) if small else (8, 4096, 16, 64)
+    B, T, H, K = (1, 32, 2, 16) if small else (8, 4096, 16, 64)
     f = np.float32
     q, k, v, do = (_device(rng, (B, T, H, K)) for _ in range(4))
     o, lse = cuda.device_array((B, T, H, K), f), cuda.device_array((B, T, H), f)
