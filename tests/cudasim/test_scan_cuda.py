@@ -52,14 +52,15 @@ def test_cuda_finite_differences(form, rng):
     gradcheck(lambda a, b, initial_state: forward(a, b, initial_state, **kwargs), backward, inputs, rng=rng)
 
 
-@pytest.mark.parametrize("T", [1, 7, 8, 9, 16, 19])
+@pytest.mark.parametrize("T", [1, 15, 16, 17, 32, 37])
 def test_cuda_load_groups_at_their_boundaries(T):
-    """The kernels load STEPS (8) steps at a time: T below, at and past multiples of 8, and chunks
-    that end inside a group (C = 5 and C = 11), in both forms, forward and backward."""
+    """The kernels load STEPS (16) steps at a time, the thread-per-channel backward 8: T below, at
+    and past multiples of 16 and 8, and chunks that end inside a group (C = 5 and C = 21), in
+    both forms, forward and backward."""
     from numba_kernels import scan_cuda
 
-    assert scan_cuda.STEPS == 8
-    for C in (5, 11):
+    assert (scan_cuda.STEPS, scan_cuda.STEPS_BACKWARD) == (16, 8)
+    for C in (5, 21):
         case = dict(B=2, T=T, D=3, chunk_size=C, regime="mixed", with_h0=True, with_dht=True, dtype=np.float64,
                     seed=T * 100 + C)  # fmt: skip
         a, b, h0, dh, dht = make_arrays(case)
