@@ -2,11 +2,14 @@
 
 The simulator runs kernels as Python, so it cannot catch typing errors, unsupported operations or
 bugs of the real code generator; compile_ptx runs the real pipeline (it needs the NVVM and NVRTC
-of the ``cuda`` extra, numba-cuda[cu13]).
+of the ``cuda`` extra, numba-cuda[cu13]). The PTX is then assembled for sm_90 by nvJitLink (also
+in the extra), whose ptxas report must show no register spills: a kernel that spills reads and
+writes local memory in its inner loop, a performance bug the simulator cannot see.
 """
 
 import importlib
 import importlib.util
+import re
 
 import numpy as np
 import pytest
@@ -32,6 +35,22 @@ def _toolchain():
     return cuda
 
 
+def ptxas_report(ptx: str) -> str:
+    """ptxas's resource report for ``ptx`` on sm_90, from nvJitLink: no GPU needed."""
+    from cuda.bindings import nvjitlink
+
+    handle = nvjitlink.create(2, ["-arch=sm_90", "-verbose"])
+    try:
+        data = ptx.encode()
+        nvjitlink.add_data(handle, nvjitlink.InputType.PTX, data, len(data), "kernel.ptx")
+        nvjitlink.complete(handle)
+        log = bytearray(nvjitlink.get_info_log_size(handle))
+        nvjitlink.get_info_log(handle, log)
+    finally:
+        nvjitlink.destroy(handle)
+    return log.decode(errors="replace")
+
+
 @pytest.mark.parametrize("module", CUDA_MODULES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_kernels_compile_to_ptx(module, dtype):
@@ -40,6 +59,8 @@ def test_kernels_compile_to_ptx(module, dtype):
     for kernel, argtypes in mod.kernel_signatures(dtype):
         ptx, _ = cuda.compile_ptx(kernel.py_func, argtypes, cc=(9, 0))
         assert ".visible .entry" in ptx, kernel.py_func.__name__
+        spills = re.findall(r"(\d+) bytes spill stores", ptxas_report(ptx))
+        assert spills and set(spills) == {"0"}, f"{kernel.py_func.__name__}: ptxas spills registers ({spills})"
         # float32 kernels must stay in float32: no double-precision arithmetic sneaks in
         if dtype == np.float32:
             assert "fma.rn.f64" not in ptx and "mul.rn.f64" not in ptx and "add.rn.f64" not in ptx, (
