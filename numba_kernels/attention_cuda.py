@@ -607,7 +607,8 @@ def attention_cuda_backward(q, k, v, o, lse, do, scale, mask="causal", window=No
 
 def kernel_signatures(dtype):
     """Every kernel of this module with its argument types for ``dtype`` (float32 or float64), at
-    head sizes 64 (the benchmark's) and 128 (``MAX_DIM``: the smallest tile shapes).
+    head sizes 64 (the benchmark's) and 128 (``MAX_DIM``: the smallest tile shapes), the tiled
+    kernels with a note naming their variant.
 
     Used to compile each kernel to PTX without a GPU (``numba.cuda.compile_ptx``), which runs the
     real type inference and code generation that the simulator skips.
@@ -622,9 +623,10 @@ def kernel_signatures(dtype):
     out = []
     for dim in (64, MAX_DIM):
         ks = kernels(dtype, dim, dim)
+        note = f"K = V = {dim}, tile (TY, TX, RM, CN) = {{}}".format
         out += [
-            (ks.forward, (A4, A4, A4, f, *mask, A4, A3)),
-            (ks.backward_dq, (A4, A4, A4, A4, A3, A3, f, *mask, A4)),
-            (ks.backward_dkdv, (A4, A4, A4, A4, A3, A3, f, *mask, A4, A4)),
+            (ks.forward, (A4, A4, A4, f, *mask, A4, A3), note(ks.shapes["forward"])),
+            (ks.backward_dq, (A4, A4, A4, A4, A3, A3, f, *mask, A4), note(ks.shapes["dq"])),
+            (ks.backward_dkdv, (A4, A4, A4, A4, A3, A3, f, *mask, A4, A4), note(ks.shapes["dkdv"])),
         ]
     return out + [(ks.row_dots, (A4, A4, A3))]

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from ref.bench import BENCHMARKS
 
 
@@ -134,3 +136,13 @@ def test_bench_command_sets_the_openblas_thread_timeout_before_numpy_loads(tmp_p
     assert saved["machine"]["openblas_thread_timeout"] == OPENBLAS_THREAD_TIMEOUT
     assert saved["keep_freed_memory"] is (sys.platform == "linux")
     assert f"OPENBLAS_THREAD_TIMEOUT={OPENBLAS_THREAD_TIMEOUT}" in (tmp_path / "bench_train.md").read_text()
+
+
+def test_ptx_benchmark_smoke(tmp_path):
+    """Static resources of the scan's CUDA kernels (needs the cuda extra, no GPU)."""
+    pytest.importorskip("numba_cuda")
+    result = BENCHMARKS["ptx"](tmp_path, smoke=True)
+    kernels = {(r["kernel"], r["dtype"]) for r in result["kernels"]}
+    assert ("_forward_thread_kernel", "float32") in kernels and ("_grads_kernel", "float64") in kernels
+    assert all(r["registers"] and r["registers"] <= 255 for r in result["kernels"])
+    assert "| scan_cuda | _forward_thread_kernel |" in (tmp_path / "bench_ptx.md").read_text()
