@@ -105,15 +105,15 @@ def _golden(args) -> int:
 
 
 def _bench(args) -> int:
-    from ref.bench import BENCHMARKS, GPU_BENCHMARKS
+    from ref.bench import BENCHMARKS, NAMED_ONLY
     from ref.lessons import FIGURES_DIR
 
-    if args.name != "all" and args.name not in BENCHMARKS and args.name not in GPU_BENCHMARKS:
-        names = ", ".join([*BENCHMARKS, *GPU_BENCHMARKS])
+    if args.name != "all" and args.name not in BENCHMARKS and args.name not in NAMED_ONLY:
+        names = ", ".join([*BENCHMARKS, *NAMED_ONLY])
         raise ValueError(f"bench: expected all or one of {names}, got {args.name!r}")
     out = Path(args.out) if args.out else FIGURES_DIR / ("quick" if args.smoke else "") / "bench"
-    if args.name in GPU_BENCHMARKS:  # never part of "all": it needs a GPU
-        GPU_BENCHMARKS[args.name](out, smoke=args.smoke)
+    if args.name in NAMED_ONLY:  # never part of "all" (a GPU, the cuda extra)
+        NAMED_ONLY[args.name](out, smoke=args.smoke)
         return 0
     for name in BENCHMARKS if args.name == "all" else [args.name]:
         print(f"[bench] {name}")

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from ref.bench import BENCHMARKS
+from ref.bench import BENCHMARKS, NAMED_ONLY
 
 
 def test_scan_benchmark_smoke(tmp_path):
@@ -141,7 +141,7 @@ def test_bench_command_sets_the_openblas_thread_timeout_before_numpy_loads(tmp_p
 def test_ptx_benchmark_smoke(tmp_path):
     """Static resources of the scan's CUDA kernels (needs the cuda extra, no GPU)."""
     pytest.importorskip("numba_cuda")
-    result = BENCHMARKS["ptx"](tmp_path, smoke=True)
+    result = NAMED_ONLY["ptx"](tmp_path, smoke=True)
     kernels = {(r["kernel"], r["dtype"]) for r in result["kernels"]}
     assert ("_forward_thread_kernel", "float32") in kernels and ("_grads_kernel", "float64") in kernels
     assert all(r["registers"] and r["registers"] <= 255 for r in result["kernels"])

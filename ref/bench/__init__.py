@@ -2,8 +2,8 @@
 
 Benchmarks are not tests: CI runs them only in ``--smoke`` mode (tiny sizes, to keep them working).
 Results are written as JSON and a Markdown table, by default under ``figures/bench/``.
-``ptx`` (``ref.bench.ptx``) needs the ``cuda`` extra but no GPU.
-``gpu`` (``ref.bench.gpu``) is never part of ``all``: it needs an NVIDIA GPU.
+``gpu`` (``ref.bench.gpu``) and ``ptx`` are never part of ``all``: the first needs an NVIDIA GPU,
+the second the ``cuda`` extra.
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ BENCHMARKS = {
     "attention": attention.run,
     "scaling": scaling.run,
     "train": train.run,
-    "ptx": ptx.run,
 }
 
-# Run only by name, never by "all": they need hardware CI does not have.
-GPU_BENCHMARKS = {"gpu": gpu.run}
+# Run only by name, never by "all": gpu needs an NVIDIA GPU, ptx the ``cuda`` extra (no GPU).
+NAMED_ONLY = {"gpu": gpu.run, "ptx": ptx.run}
