@@ -128,6 +128,22 @@ def _build(dtype_name: str, K: int, V: int, fwd: tuple, dqs: tuple, dkvs: tuple)
         """May query row t attend to key s? (lo <= s <= hi <= S - 1, and the mask array's entry)"""
         return lo[b, t] <= s <= hi[b, t] and (kind != ARRAY or marr[bm, hm, t, s] != 0)
 
+    @cuda.jit(device=True, inline="always")
+    def load_rows(dst, src, b, first, head, limit, tid, nt):
+        """dst[r, c] = src[b, first + r, head, c] for every row of dst (zeros from row ``limit`` of
+        src on), shared by the block's nt threads: consecutive threads read consecutive c."""
+        n = src.shape[3]
+        for idx in range(tid, dst.shape[0] * n, nt):
+            r, c = idx // n, idx % n
+            dst[r, c] = src[b, first + r, head, c] if first + r < limit else ZERO
+
+    @cuda.jit(device=True, inline="always")
+    def outer_add(acc, xr, xc):
+        """acc[i, j] += xr[i] xc[j]: one step of a register-blocked product (fully unrolled)."""
+        for i in range(xr.shape[0]):
+            for j in range(xc.shape[0]):
+                acc[i, j] += xr[i] * xc[j]
+
     # --- forward -------------------------------------------------------------------------------
     TY, TX, RM, CN = fwd
     NT, BR, BC = TY * TX, TY * RM, TX * CN
@@ -156,11 +172,10 @@ def _build(dtype_name: str, K: int, V: int, fwd: tuple, dqs: tuple, dkvs: tuple)
         acc = cuda.local.array((RM, VJ), real)
         m = cuda.local.array(RM, real)
         l = cuda.local.array(RM, real)  # this thread's part of the row sums
-        xr = cuda.local.array(RM, real)
-        xc = cuda.local.array(VJ, real)
-        for idx in range(tid, BR * K, NT):
-            r, c = idx // K, idx % K
-            Qs[r, c] = q[b, t0 + r, hq, c] if t0 + r < T else ZERO
+        xr = cuda.local.array(RM, real)  # a column of the row side, then of P
+        xk = cuda.local.array(CN, real)  # a column of the key side
+        xc = cuda.local.array(VJ, real)  # a row of V
+        load_rows(Qs, q, b, t0, hq, T, tid, NT)
         for i in range(RM):
             m[i] = NINF
             l[i] = ZERO
@@ -181,9 +196,7 @@ def _build(dtype_name: str, K: int, V: int, fwd: tuple, dqs: tuple, dkvs: tuple)
             for idx in range(tid, BC * K, NT):
                 c, d = idx // K, idx % K
                 KPs[c * KP + d] = k[b, s0 + c, h, d] if s0 + c < S else ZERO
-            for idx in range(tid, BC * V, NT):
-                c, d = idx // V, idx % V
-                Vs[c, d] = v[b, s0 + c, h, d] if s0 + c < S else ZERO
+            load_rows(Vs, v, b, s0, h, S, tid, NT)
             cuda.syncthreads()
             # S = Q K^T on rows ty + TY i, columns tx + TX j
             for i in range(RM):
@@ -193,9 +206,8 @@ def _build(dtype_name: str, K: int, V: int, fwd: tuple, dqs: tuple, dkvs: tuple)
                 for i in range(RM):
                     xr[i] = Qs[ty + TY * i, d]
                 for j in range(CN):
-                    x = KPs[(tx + TX * j) * KP + d]
-                    for i in range(RM):
-                        sc[i, j] += xr[i] * x
+                    xk[j] = KPs[(tx + TX * j) * KP + d]
+                outer_add(sc, xr, xk)
             # (1) per row: the mask, the new maximum over the row's TX lanes, the rescaling
             for i in range(RM):
                 t = t0 + ty + TY * i
@@ -232,9 +244,7 @@ def _build(dtype_name: str, K: int, V: int, fwd: tuple, dqs: tuple, dkvs: tuple)
                     xr[i] = KPs[(ty + TY * i) * (BC + 1) + c]
                 for jj in range(VJ):
                     xc[jj] = Vs[c, min(tx + TX * jj, V - 1)]
-                for i in range(RM):
-                    for jj in range(VJ):
-                        acc[i, jj] += xr[i] * xc[jj]
+                outer_add(acc, xr, xc)
         # (2): the row sums over the row's lanes, then o and lse
         for i in range(RM):
             li = l[i]
@@ -291,15 +301,11 @@ def _build(dtype_name: str, K: int, V: int, fwd: tuple, dqs: tuple, dkvs: tuple)
         acc = cuda.local.array((QRM, KJ), real)
         lse_r = cuda.local.array(QRM, real)  # per row: lse (-inf: no gradient) and D
         D_r = cuda.local.array(QRM, real)
-        xr = cuda.local.array(QRM, real)
-        xr2 = cuda.local.array(QRM, real)
-        xc = cuda.local.array(KJ, real)
-        for idx in range(tid, QBR * K, QNT):
-            r, c = idx // K, idx % K
-            Qs[r, c] = q[b, t0 + r, hq, c] if t0 + r < T else ZERO
-        for idx in range(tid, QBR * V, QNT):
-            r, c = idx // V, idx % V
-            dOs[r, c] = do[b, t0 + r, hq, c] if t0 + r < T else ZERO
+        xr = cuda.local.array(QRM, real)  # a column of the row side
+        xs = cuda.local.array(QCN, real)  # a column of the key side
+        xc = cuda.local.array(KJ, real)  # a row of K
+        load_rows(Qs, q, b, t0, hq, T, tid, QNT)
+        load_rows(dOs, do, b, t0, hq, T, tid, QNT)
         for i in range(QRM):
             t = t0 + ty + QTY * i
             lse_r[i] = lse[b, t, hq] if t < T else NINF
@@ -318,9 +324,7 @@ def _build(dtype_name: str, K: int, V: int, fwd: tuple, dqs: tuple, dkvs: tuple)
                 if not cuda.syncthreads_or(any_here):
                     continue
             cuda.syncthreads()  # every thread is done with the previous tile's K and dS
-            for idx in range(tid, QBC * K, QNT):
-                c, d = idx // K, idx % K
-                Ks[c, d] = k[b, s0 + c, h, d] if s0 + c < S else ZERO
+            load_rows(Ks, k, b, s0, h, S, tid, QNT)
             for idx in range(tid, QBC * V, QNT):
                 c, d = idx // V, idx % V
                 VDs[c * VP + d] = v[b, s0 + c, h, d] if s0 + c < S else ZERO
@@ -333,16 +337,14 @@ def _build(dtype_name: str, K: int, V: int, fwd: tuple, dqs: tuple, dkvs: tuple)
                 for i in range(QRM):
                     xr[i] = Qs[ty + QTY * i, d]
                 for j in range(QCN):
-                    x = Ks[tx + QTX * j, d]
-                    for i in range(QRM):
-                        sc[i, j] += xr[i] * x
+                    xs[j] = Ks[tx + QTX * j, d]
+                outer_add(sc, xr, xs)
             for d in range(V):  # dP = dO V^T
                 for i in range(QRM):
-                    xr2[i] = dOs[ty + QTY * i, d]
+                    xr[i] = dOs[ty + QTY * i, d]
                 for j in range(QCN):
-                    x = VDs[(tx + QTX * j) * VP + d]
-                    for i in range(QRM):
-                        dp[i, j] += xr2[i] * x
+                    xs[j] = VDs[(tx + QTX * j) * VP + d]
+                outer_add(dp, xr, xs)
             for i in range(QRM):
                 t = t0 + ty + QTY * i
                 for j in range(QCN):
@@ -361,9 +363,7 @@ def _build(dtype_name: str, K: int, V: int, fwd: tuple, dqs: tuple, dkvs: tuple)
                     xr[i] = VDs[(ty + QTY * i) * (QBC + 1) + c]
                 for jj in range(KJ):
                     xc[jj] = Ks[c, min(tx + QTX * jj, K - 1)]
-                for i in range(QRM):
-                    for jj in range(KJ):
-                        acc[i, jj] += xr[i] * xc[jj]
+                outer_add(acc, xr, xc)
         for i in range(QRM):
             t = t0 + ty + QTY * i
             if t < T:
@@ -401,15 +401,12 @@ def _build(dtype_name: str, K: int, V: int, fwd: tuple, dqs: tuple, dkvs: tuple)
         dp = cuda.local.array((KRM, KCN), real)  # dP^T, then dS^T
         dka = cuda.local.array((KRM, DKJ), real)
         dva = cuda.local.array((KRM, DVJ), real)
-        xr = cuda.local.array(KRM, real)
-        xk = cuda.local.array(DKJ, real)
-        xv = cuda.local.array(DVJ, real)
-        for idx in range(tid, KBR * K, KNT):
-            r, c = idx // K, idx % K
-            Ks[r, c] = k[b, s0 + r, h, c] if s0 + r < S else ZERO
-        for idx in range(tid, KBR * V, KNT):
-            r, c = idx // V, idx % V
-            Vs[r, c] = v[b, s0 + r, h, c] if s0 + r < S else ZERO
+        xr = cuda.local.array(KRM, real)  # a column of the key side, then of P^T or dS^T
+        xt = cuda.local.array(KCN, real)  # a column of the query side
+        xk = cuda.local.array(DKJ, real)  # a row of Q
+        xv = cuda.local.array(DVJ, real)  # a row of dO
+        load_rows(Ks, k, b, s0, h, S, tid, KNT)
+        load_rows(Vs, v, b, s0, h, S, tid, KNT)
         for i in range(KRM):
             for jj in range(DKJ):
                 dka[i, jj] = ZERO
@@ -433,12 +430,8 @@ def _build(dtype_name: str, K: int, V: int, fwd: tuple, dqs: tuple, dkvs: tuple)
                     if not cuda.syncthreads_or(any_here):
                         continue
                 cuda.syncthreads()  # every thread is done with the previous tile
-                for idx in range(tid, KBC * K, KNT):
-                    r, c = idx // K, idx % K
-                    Qs[r, c] = q[b, t0 + r, hq, c] if t0 + r < T else ZERO
-                for idx in range(tid, KBC * V, KNT):
-                    r, c = idx // V, idx % V
-                    dOs[r, c] = do[b, t0 + r, hq, c] if t0 + r < T else ZERO
+                load_rows(Qs, q, b, t0, hq, T, tid, KNT)
+                load_rows(dOs, do, b, t0, hq, T, tid, KNT)
                 for r in range(tid, KBC, KNT):
                     Ls[r] = lse[b, t0 + r, hq] if t0 + r < T else NINF
                     Ds[r] = D[b, t0 + r, hq] if t0 + r < T else ZERO
@@ -451,16 +444,14 @@ def _build(dtype_name: str, K: int, V: int, fwd: tuple, dqs: tuple, dkvs: tuple)
                     for i in range(KRM):
                         xr[i] = Ks[ty + KTY * i, d]
                     for j in range(KCN):
-                        x = Qs[tx + KTX * j, d]
-                        for i in range(KRM):
-                            sc[i, j] += xr[i] * x
+                        xt[j] = Qs[tx + KTX * j, d]
+                    outer_add(sc, xr, xt)
                 for d in range(V):  # dP^T = V dO^T
                     for i in range(KRM):
                         xr[i] = Vs[ty + KTY * i, d]
                     for j in range(KCN):
-                        x = dOs[tx + KTX * j, d]
-                        for i in range(KRM):
-                            dp[i, j] += xr[i] * x
+                        xt[j] = dOs[tx + KTX * j, d]
+                    outer_add(dp, xr, xt)
                 for i in range(KRM):
                     s = s0 + ty + KTY * i
                     for j in range(KCN):
@@ -479,9 +470,7 @@ def _build(dtype_name: str, K: int, V: int, fwd: tuple, dqs: tuple, dkvs: tuple)
                         xr[i] = PT[ty + KTY * i, c]
                     for jj in range(DVJ):
                         xv[jj] = dOs[c, min(tx + KTX * jj, V - 1)]
-                    for i in range(KRM):
-                        for jj in range(DVJ):
-                            dva[i, jj] += xr[i] * xv[jj]
+                    outer_add(dva, xr, xv)
                 cuda.syncthreads()  # every thread is done with P^T: dS^T takes its place
                 for i in range(KRM):
                     for j in range(KCN):
@@ -492,9 +481,7 @@ def _build(dtype_name: str, K: int, V: int, fwd: tuple, dqs: tuple, dkvs: tuple)
                         xr[i] = PT[ty + KTY * i, c]
                     for jj in range(DKJ):
                         xk[jj] = Qs[c, min(tx + KTX * jj, K - 1)]
-                    for i in range(KRM):
-                        for jj in range(DKJ):
-                            dka[i, jj] += xr[i] * xk[jj]
+                    outer_add(dka, xr, xk)
         for i in range(KRM):
             s = s0 + ty + KTY * i
             if s < S:
