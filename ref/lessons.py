@@ -84,8 +84,8 @@ def default_out_dir(quick: bool) -> Path:
     return QUICK_DIR if quick else FIGURES_DIR
 
 
-def run(lesson: Lesson, quick: bool, out_dir: Path | None = None, capture: bool = False):
-    """Run a lesson in a fresh Python process. Returns (returncode, seconds, output or None)."""
+def command(lesson: Lesson, quick: bool, out_dir: Path | None = None) -> tuple[list[str], dict]:
+    """The command line and environment that run a lesson in a fresh Python process (from ROOT)."""
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(quick)
     env = dict(os.environ, REF_FIGURES_DIR=str(out_dir), MPLBACKEND="Agg")
     env["REF_QUICK"] = "1" if quick else "0"
@@ -93,14 +93,14 @@ def run(lesson: Lesson, quick: bool, out_dir: Path | None = None, capture: bool 
     # pool), and on a busy 2-core machine they made a training step 16x slower
     for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env.setdefault(var, "1")
+    return [sys.executable, str(lesson.path)], env
+
+
+def run(lesson: Lesson, quick: bool, out_dir: Path | None = None, capture: bool = False):
+    """Run a lesson in a fresh Python process. Returns (returncode, seconds, output or None)."""
+    argv, env = command(lesson, quick, out_dir)
     start = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, str(lesson.path)],
-        cwd=ROOT,
-        env=env,
-        capture_output=capture,
-        text=True,
-    )
+    proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=capture, text=True)
     output = (proc.stdout + proc.stderr) if capture else None
     return proc.returncode, time.perf_counter() - start, output
 

@@ -37,3 +37,30 @@ if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
 def rng():
     """A fresh, seeded generator per test: the same seed gives the same numbers."""
     return np.random.default_rng(20261127)
+
+
+def pytest_collection_finish(session):
+    """Start the selected tests' subprocess checks beside the in-process tests (tests/background.py)."""
+    from tests import background
+
+    if session.config.option.collectonly:
+        return
+    by_module = {}
+    for item in session.items:
+        by_module.setdefault(getattr(item, "module", None), []).append(item)
+    jobs, in_process = {}, False
+    for module, items in by_module.items():
+        hook = getattr(module, "background_jobs", None)
+        if hook is None:
+            in_process = True
+            continue
+        module_jobs = hook(items)
+        jobs.update(module_jobs)
+        in_process |= len(module_jobs) < len(items)
+    background.start(jobs, threads=background.workers(in_process))
+
+
+def pytest_sessionfinish(session):
+    from tests import background
+
+    background.stop()

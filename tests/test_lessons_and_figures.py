@@ -2,47 +2,52 @@
 gallery states its claim next to what was measured."""
 
 import json
-from concurrent.futures import ThreadPoolExecutor
+import shutil
+import tempfile
+import time
+from pathlib import Path
 
 import pytest
 
 from ref import figures, lessons
+from tests import background
 
 LESSONS = lessons.discover()
 QUICK_LIMIT_S = 60
-# Lessons run as separate processes, two at a time: CI's two cores both work, and each lesson's
-# time is measured while another one competes with it (a stricter test of the limit, not a looser one).
-CONCURRENT_LESSONS = 2
 QUICK_TEST = "test_lesson_runs_in_quick_mode"
+# Each lesson runs in a process of its own, started when collection ends, beside the in-process
+# tests (tests/background.py): its time is measured while another process competes with it for
+# CI's two cores, a stricter test of the limit, not a looser one.
 
 
-@pytest.fixture(scope="session")
-def quick_runs(request, tmp_path_factory):
-    """{lesson name: (returncode, seconds, output, out_dir)} for every lesson selected in this session."""
-    selected = {item.callspec.id for item in request.session.items
-                if item.originalname == QUICK_TEST and hasattr(item, "callspec")}  # fmt: skip
-    root = tmp_path_factory.mktemp("quick")
+def quick_run(lesson):
+    """(returncode, seconds, output, out_dir) of one lesson in quick mode, in a fresh directory."""
+    out = Path(tempfile.mkdtemp(prefix=f"ref-quick-{lesson.name}-"))
+    argv, env = lessons.command(lesson, quick=True, out_dir=out)
+    start = time.perf_counter()
+    proc = background.run(argv, timeout=600, cwd=lessons.ROOT, env=env)
+    return proc.returncode, time.perf_counter() - start, proc.stdout + proc.stderr, out
 
-    def one(lesson):
-        out = root / lesson.name
-        rc, seconds, output = lessons.run(lesson, quick=True, out_dir=out, capture=True)
-        return lesson.name, (rc, seconds, output, out)
 
-    with ThreadPoolExecutor(max_workers=CONCURRENT_LESSONS) as pool:
-        return dict(pool.map(one, [lesson for lesson in LESSONS if lesson.name in selected]))
+def background_jobs(items):
+    selected = {item.callspec.id for item in items if item.originalname == QUICK_TEST}
+    return {f"lesson:{l.name}": (lambda l=l: quick_run(l)) for l in LESSONS if l.name in selected}
 
 
 @pytest.mark.parametrize("lesson", LESSONS, ids=[l.name for l in LESSONS])
-def test_lesson_runs_in_quick_mode(lesson, quick_runs):
-    rc, seconds, output, tmp_path = quick_runs[lesson.name]
-    assert rc == 0, output[-5000:]
-    assert seconds < QUICK_LIMIT_S, f"{lesson.name} took {seconds:.0f} s in quick mode (limit {QUICK_LIMIT_S} s)"
-    result = json.loads((tmp_path / f"{lesson.name}.json").read_text())
-    assert result["mode"] == "quick" and result["reproduced"] in lessons.REPRODUCED
-    for fig in result["figures"]:
-        assert (tmp_path / fig).stat().st_size > 10_000, f"{fig} missing or empty"
-    page = figures.build_gallery(tmp_path, quick=True).read_text()
-    assert result["claim"] in page and result["measured"] in page
+def test_lesson_runs_in_quick_mode(lesson):
+    rc, seconds, output, out = background.result(f"lesson:{lesson.name}", lambda: quick_run(lesson))
+    try:
+        assert rc == 0, output[-5000:]
+        assert seconds < QUICK_LIMIT_S, f"{lesson.name} took {seconds:.0f} s in quick mode (limit {QUICK_LIMIT_S} s)"
+        result = json.loads((out / f"{lesson.name}.json").read_text())
+        assert result["mode"] == "quick" and result["reproduced"] in lessons.REPRODUCED
+        for fig in result["figures"]:
+            assert (out / fig).stat().st_size > 10_000, f"{fig} missing or empty"
+        page = figures.build_gallery(out, quick=True).read_text()
+        assert result["claim"] in page and result["measured"] in page
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def test_lesson_names_and_structure():
