@@ -269,7 +269,8 @@ def lm_forward(params: dict, tokens: np.ndarray, **block_options):
     auxiliary losses, summed, are ``cache.aux_loss``."""
     _check_lm(params)
     tokens = _check_tokens(tokens)
-    h, c_embed = embedding(tokens, params["embed"])  # (B, T, D)
+    backend = host_backend(block_options.get("backend", "numpy"))
+    h, c_embed = embedding(tokens, params["embed"], backend=backend)  # (B, T, D)
     c_blocks = []
     aux_loss = 0.0
     for i, entry in enumerate(params["blocks"]):
@@ -280,7 +281,6 @@ def lm_forward(params: dict, tokens: np.ndarray, **block_options):
         else:
             h, c = BLOCKS[kind].forward(entry[kind], h, **block_options)  # (B, T, D)
         c_blocks.append(c)
-    backend = host_backend(block_options.get("backend", "numpy"))
     n, c_norm = rms_norm(h, params["norm"]["weight"], eps=NORM_EPS, backend=backend)
     logits, c_head = _head(params, n)  # (B, T, vocab)
     return logits, LMCache(c_embed, c_blocks, c_norm, c_head, logits.shape, logits.dtype, aux_loss)

@@ -8,8 +8,8 @@
 reads D inputs, the others H. Its ``backend`` runs the recurrence: ``"numpy"`` loops the step (the
 definition), ``"numba"`` runs ``numba_kernels.lstm_cpu`` (the input projection of all steps as
 one matrix product, the recurrence jitted and parallel over the batch). The backward is full
-backprop through time through ``lstm_backward``, on the forward's backend. Embedding and head are
-the same NumPy code on every backend.
+backprop through time through ``lstm_backward``, on the forward's backend. The head is the same
+NumPy code on every backend; the embedding's backward (a scatter-add) runs jitted for "numba".
 
 This is ``torch.nn.Embedding(vocab, D)``, ``torch.nn.LSTM(D, H, num_layers=L, batch_first=True)``
 and ``torch.nn.Linear(H, vocab)``, with PyTorch's default initialisation so that a model here and
@@ -40,7 +40,15 @@ from ref import checks
 from ref.mixers.rnn import lstm, lstm_backward
 from ref.models.gla import check_dtype, check_rng
 from ref.models.lm import IGNORE_INDEX, _check_tokens, _unpack_batch
-from ref.nn import cross_entropy, cross_entropy_backward, embedding, embedding_backward, linear, linear_backward
+from ref.nn import (
+    cross_entropy,
+    cross_entropy_backward,
+    embedding,
+    embedding_backward,
+    host_backend,
+    linear,
+    linear_backward,
+)
 
 __all__ = ["init_lstm_lm", "lstm_lm_forward", "lstm_lm_backward", "lstm_lm_loss", "lstm_lm_loss_and_grads"]
 
@@ -113,7 +121,7 @@ def lstm_lm_forward(params: dict, tokens: np.ndarray, *, backend: str = "numpy")
     L = _num_layers(params)
     tokens = _check_tokens(tokens)
     # (1) h = Embedding(tokens)
-    h, c_embed = embedding(tokens, params["embed"])  # (B, T, D)
+    h, c_embed = embedding(tokens, params["embed"], backend=host_backend(backend))  # (B, T, D)
     c_layers = []
     for layer in range(L):
         # (2) h^l = LSTM_l(h^(l-1)), zero initial states; the final states are not used

@@ -53,3 +53,36 @@ def test_embedding_backward_refuses_a_wrong_dy(rng):
     _, cache = embedding(np.array([0, 1]), rng.standard_normal((3, 2)))
     with pytest.raises(ValueError, match=r"dy: expected shape \(\.\.\., D\) = \(2, 2\)"):
         embedding_backward(np.zeros((2, 3)), cache)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("D", [1, 31, 32, 33, 70, 128])
+@pytest.mark.parametrize("ids_dtype", [np.int64, np.int32, np.uint8])
+def test_numba_backward_gives_numpys_bits(rng, dtype, D, ids_dtype):
+    """The scatter-add adds each entry's terms in position order, as np.add.at does: equal bits.
+    D covers one column block, a partial one and several; ids repeat (40 positions, 6 rows)."""
+    ids = rng.integers(0, 6, size=(5, 8)).astype(ids_dtype)
+    table = rng.standard_normal((6, D)).astype(dtype)
+    dy = rng.standard_normal((5, 8, D)).astype(dtype)
+    y, cache = embedding(ids, table, backend="numba")
+    _, want = embedding_backward(dy, embedding(ids, table)[1])
+    _, got = embedding_backward(dy, cache)
+    np.testing.assert_array_equal(y, table[ids])
+    assert got.dtype == dtype and got.shape == table.shape
+    np.testing.assert_array_equal(got, want)
+    # a non-contiguous dy, and no positions at all
+    dy_t = np.ascontiguousarray(dy.transpose(1, 0, 2)).transpose(1, 0, 2)
+    np.testing.assert_array_equal(embedding_backward(dy_t, cache)[1], want)
+    _, c0 = embedding(ids[:0], table, backend="numba")
+    np.testing.assert_array_equal(embedding_backward(dy[:0], c0)[1], np.zeros_like(table))
+
+
+def test_numba_backward_gradcheck(rng):
+    ids = np.array([[1, 3, 1], [1, 0, 3]])
+    table = rng.standard_normal((5, 40))
+    gradcheck(embedding, embedding_backward, {"ids": ids, "table": table, "backend": "numba"}, rng=rng)
+
+
+def test_embedding_bad_backend():
+    with pytest.raises(ValueError, match="backend: embedding supports 'numpy', 'numba', got 'cuda'"):
+        embedding(np.array([0]), np.zeros((2, 2)), backend="cuda")
