@@ -19,7 +19,7 @@ Naive loop (the contract), as in ``selective_scan_cpu``:
    steps from the state entering them. So 32 B * D threads work (a thread per channel would be
    B * D, under-filling a GPU at Mamba's B = 8, D = 2048), and a warp reads 32 P consecutive
    steps of u and delta. The forward saves the state every K = ``BUF // N`` steps. The backward
-   is a thread per channel: it takes those segments from the last, recomputes each segment's
+   is a thread per channel (blocks a whole number of warps): it takes those segments from the last, recomputes each segment's
    states into a local buffer of ``BUF`` values, and runs the reverse recurrence
    dx_t = dy_t C_t + a_{t+1} dx_{t+1} over it. N <= ``MAX_N`` (64; larger raises ValueError).
 
@@ -39,12 +39,15 @@ Naive loop (the contract), as in ``selective_scan_cpu``:
 Gradients summed over threads (dA, dD, ddelta_bias; dB and dC over time when fixed, over the
 channels of a group when variable or grouped) are accumulated per thread and added with
 ``cuda.atomic.add``: their summation order, and so their last bits, vary from run to run.
-The variable and grouped dB and dC are added at every step (D / G threads contend for each
-address): the simplest correct choice; a block-level reduction would be faster.
+The variable and grouped dB and dC get a term from every channel of a group at every step: in the
+backward, the channels of a warp first sum their terms by shuffles, per run of lanes that share
+(b, g) (``cuda_lanes.run_sum``, five steps), and the first lane of each run adds the sum: one
+atomic add per warp and step where there were 32.
 
-The forward's lanes exchange values by warp shuffles; under numba's CUDA simulator (which has
-none) through shared memory instead (``cuda_lanes``), and the simulator tests use fewer lanes
-per channel. The other kernels use no shared memory and no synchronisation. Kernels are built
+The forward's lanes, and the backward's runs, exchange values by warp shuffles; under numba's CUDA
+simulator (which has none) through shared memory instead (``cuda_lanes``), and the simulator tests
+use fewer lanes (``LANES``, read at each launch). The other kernels use no shared memory and no
+synchronisation. Kernels are built
 per dtype and lane count by ``kernels(dtype, lanes)`` (local arrays need the element type at
 compile time; CUDA kernels are compiled per process, never cached); float32 kernels compute in
 float32 (``tests/test_cuda_ptx.py`` checks the PTX). Numerics: the CUDA target contracts
@@ -62,7 +65,7 @@ from types import SimpleNamespace
 import numpy as np
 from numba import cuda
 
-from numba_kernels.cuda_lanes import shfl_idx, shfl_up
+from numba_kernels.cuda_lanes import run_starts, run_steps, run_sum, shfl_idx, shfl_up
 from numba_kernels.selective_scan_cpu import SOFTPLUS_THRESHOLD, from_rows, prepare
 
 THREADS = 128  # threads per block
@@ -203,10 +206,24 @@ def _build(dtype_name: str, LANES: int) -> SimpleNamespace:
         i, c = cuda.grid(2)
         Bn, Dn, L = u.shape
         N = A.shape[1]
-        if i < Bn * Dn and c < start.shape[2]:
+        tid = cuda.threadIdx.x
+        lane = tid % LANES
+        active = i < Bn * Dn  # idle threads of the last block still take part in the exchanges
+        i = min(i, Bn * Dn - 1)
+        if c < start.shape[2]:  # the same for the whole block
             b, d = i // Dn, i % Dn
             bB, gB = (b if B4.shape[0] > 1 else 0), d // (Dn // B4.shape[1])
             bC, gC = (b if C4.shape[0] > 1 else 0), d // (Dn // C4.shape[1])
+            # The lanes of a group whose channels add into the same entries of dB (dC) at every step
+            # (a run of channels with one (b, g)) sum their terms by shuffles first: one atomic add
+            # per run instead of one per channel. Idle threads get the key -1 and add nothing.
+            buf = cuda.shared.array(THREADS, real)  # used by the exchanges under the simulator only
+            keyB = real(bB * B4.shape[1] + gB) if active else real(-1)
+            keyC = real(bC * C4.shape[1] + gC) if active else real(-1)
+            stepsB = run_steps(buf, tid, lane, keyB, LANES)
+            stepsC = run_steps(buf, tid, lane, keyC, LANES)
+            headB = run_starts(buf, tid, lane, keyB) and active
+            headC = run_starts(buf, tid, lane, keyC) and active
             dx = cuda.local.array(MAX_N, real)
             x0 = cuda.local.array(MAX_N, real)  # the state entering the segment
             accA = cuda.local.array(MAX_N, real)  # sums over time: dA, and dB, dC when fixed
@@ -272,7 +289,8 @@ def _build(dtype_name: str, LANES: int) -> SimpleNamespace:
                         zt = z[b, d, t]
                         sig = one / (one + math.exp(-zt))
                         # dz = dout (y + D u) silu'(z),  silu'(z) = sig (1 + z (1 - sig))
-                        dz[b, d, t] = dy * (y + Dv[d] * ut) * sig * (one + zt * (one - sig))
+                        if active:
+                            dz[b, d, t] = dy * (y + Dv[d] * ut) * sig * (one + zt * (one - sig))
                         dy = dy * zt * sig  # dy = dout silu(z)
                     accD += dy * ut
                     sA = zero
@@ -287,30 +305,36 @@ def _build(dtype_name: str, LANES: int) -> SimpleNamespace:
                         sA += daa * A[d, n]
                         sB += g * B4[bB, gB, tb, n]
                         if varB:
-                            cuda.atomic.add(dB4, (bB, gB, tb, n), g * dtu)  # dB_t = dx_t dt u
+                            sumB = run_sum(buf, tid, lane, g * dtu, stepsB, LANES)  # dB_t = dx_t dt u
+                            if headB:
+                                cuda.atomic.add(dB4, (bB, gB, tb, n), sumB)
                         else:
                             accB[n] += g * dtu
                         if varC:
-                            cuda.atomic.add(dC4, (bC, gC, tc, n), dy * xn)  # dC_t = dy_t x_t
+                            sumC = run_sum(buf, tid, lane, dy * xn, stepsC, LANES)  # dC_t = dy_t x_t
+                            if headC:
+                                cuda.atomic.add(dC4, (bC, gC, tc, n), sumC)
                         else:
                             accC[n] += dy * xn
                         dx[n] = a * g  # carried to x_{t-1}
-                    du[b, d, t] = dy * Dv[d] + sB * dt
                     ddt = sA + sB * ut
                     if softplus and pre <= thr:
                         ddt = ddt / (one + math.exp(-pre))  # softplus' = sigmoid
-                    ddelta[b, d, t] = ddt
+                    if active:
+                        du[b, d, t] = dy * Dv[d] + sB * dt
+                        ddelta[b, d, t] = ddt
                     accbias += ddt
-            for n in range(N):
-                cuda.atomic.add(dA, (d, n), accA[n])
-                if not varB:
-                    cuda.atomic.add(dB4, (0, gB, 0, n), accB[n])
-                if not varC:
-                    cuda.atomic.add(dC4, (0, gC, 0, n), accC[n])
-                if write_first:
-                    dfirst[b, d, n] = dx[n]
-            cuda.atomic.add(dD, d, accD)
-            cuda.atomic.add(dbias, d, accbias)
+            if active:
+                for n in range(N):
+                    cuda.atomic.add(dA, (d, n), accA[n])
+                    if not varB:
+                        cuda.atomic.add(dB4, (0, gB, 0, n), accB[n])
+                    if not varC:
+                        cuda.atomic.add(dC4, (0, gC, 0, n), accC[n])
+                    if write_first:
+                        dfirst[b, d, n] = dx[n]
+                cuda.atomic.add(dD, d, accD)
+                cuda.atomic.add(dbias, d, accbias)
 
     @cuda.jit
     def chunk_maps(u, delta, A, B4, C4, Dv, z, bias, softplus, gated, varB, varC, dout, C, reverse, P, Lm):
@@ -392,6 +416,14 @@ def _grid(n):
     return max(1, math.ceil(n / _threads(n)))
 
 
+def _backward_grid(ks, channels, chunks):
+    """(grid, block) of the backward: a thread per channel and chunk, blocks a whole number of
+    ``ks.lanes`` groups (``THREADS``, fewer for a tiny problem), so that groups align with warps."""
+    lanes = ks.lanes
+    threads = -(-min(THREADS, channels) // lanes) * lanes
+    return (-(-channels // threads), chunks), (threads, 1)
+
+
 def _lanes_grid(ks, channels, chunks):
     """(grid, block) of the forward: ``ks.lanes`` threads per channel and chunk, ``WARPS`` channels
     per block (fewer for a tiny problem)."""
@@ -446,9 +478,8 @@ def launch_backward(u, delta, A, B4, C4, Dv, z, bias, softplus, gated, varB, var
     Bn, Dn, L = u.shape
     N = A.shape[1]
     check_state_size(N)
-    ks = kernels(u.dtype)
-    grid, block = (_grid(Bn * Dn), 1), (_threads(Bn * Dn), 1)
-    ks.backward[grid, block](u, delta, A, B4, C4, Dv, z, bias, softplus, gated, varB, varC, h0.reshape(Bn, Dn, 1, N),
+    ks = kernels(u.dtype, LANES)  # the module's LANES at call time (the simulator tests lower it)
+    ks.backward[_backward_grid(ks, Bn * Dn, 1)](u, delta, A, B4, C4, Dv, z, bias, softplus, gated, varB, varC, h0.reshape(Bn, Dn, 1, N),
                              xs, segment_steps(N), L, dlast.reshape(Bn, Dn, 1, N), dout, du, ddelta, dz, dA, dB4, dC4,
                              dD, dbias, dh0, True)
 
@@ -479,7 +510,7 @@ def launch_chunked_backward(u, delta, A, B4, C4, Dv, z, bias, softplus, gated, v
     check_state_size(N)
     C = check_chunk_size(chunk_size, L)
     n = entering.shape[2]
-    ks = kernels(u.dtype)
+    ks = kernels(u.dtype, LANES)  # the module's LANES at call time (the simulator tests lower it)
     P = cuda.device_array((Bn, Dn, n, N), u.dtype)
     Lm = cuda.device_array((Bn, Dn, n, N), u.dtype)
     leaving = cuda.device_array((Bn, Dn, n, N), u.dtype)  # the gradient carried into each chunk's last state
@@ -487,7 +518,7 @@ def launch_chunked_backward(u, delta, A, B4, C4, Dv, z, bias, softplus, gated, v
     flags = (softplus, gated, varB, varC)
     ks.chunk_maps[grid2, block2](u, delta, A, B4, C4, Dv, z, bias, *flags, dout, C, True, P, Lm)
     ks.chunk_carry[_grid(Bn * Dn * N), _threads(Bn * Dn * N)](P, Lm, dlast, leaving, dh0, True)
-    ks.backward[grid2, block2](u, delta, A, B4, C4, Dv, z, bias, *flags, entering, _dummy(u.dtype), 0, C, leaving,
+    ks.backward[_backward_grid(ks, Bn * Dn, n)](u, delta, A, B4, C4, Dv, z, bias, *flags, entering, _dummy(u.dtype), 0, C, leaving,
                                dout, du, ddelta, dz, dA, dB4, dC4, dD, dbias, dh0, False)
 
 

@@ -40,12 +40,15 @@ def test_cuda_kernels_agree_with_numpy(case, lanes):
             check_against_reference(f"{form}/cuda, {lanes} lanes", got, args, dout, dlast, case["dtype"])
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_a_warp_per_channel(dtype, monkeypatch):
-    """The forward as it runs on a GPU, 32 lanes per channel (windows of 128 steps): L = 150 spans
-    two windows, and chunks of 130 steps end inside the second."""
+def test_a_warp_per_channel(monkeypatch):
+    """The kernels as they run on a GPU, in its dtype: 32 lanes per channel in the forward (windows
+    of 128 steps; L = 150 spans two, and chunks of 130 steps end inside the second), and the
+    backward's blocks of a warp, 31 of its 32 lanes idle, summing the variable dB over runs of 32
+    lanes (a fixed C: each simulated warp-wide sum costs ten barriers of 32 threads; both variable
+    at 4 lanes: test_backward_sums_dB_and_dC_over_runs_of_lanes)."""
+    dtype = np.float32
     monkeypatch.setattr(selective_scan_cuda, "LANES", 32)
-    case = dict(B=1, D=1, L=150, N=3, G=1, B_mode="variable", C_mode="variable", with_D=True, with_z=True,
+    case = dict(B=1, D=1, L=150, N=3, G=1, B_mode="variable", C_mode="fixed", with_D=True, with_z=True,
                 with_bias=True, softplus=True, with_h0=True, with_dlast=True, decay="weak", chunk_size=130,
                 dtype=dtype, seed=7)  # fmt: skip
     args, dout, dlast = make_arrays(case)
@@ -64,6 +67,21 @@ def test_idle_lanes_of_the_last_block():
     for form in ("recurrent", "chunked"):
         got = run(form, "cuda", args, dout, dlast, 8)
         check_against_reference(f"{form}/cuda, 5 channels", got, args, dout, dlast, np.float64)
+
+
+@pytest.mark.parametrize("G, B_mode, C_mode", [(2, "grouped", "variable"), (3, "variable", "grouped")])
+def test_backward_sums_dB_and_dC_over_runs_of_lanes(G, B_mode, C_mode):
+    """The backward's lanes sum their dB and dC terms per run of channels with one (b, g) before
+    one atomic add per run. Two batches of 6 channels in groups of 4 lanes: with G = 2 (runs of 3
+    channels) runs cross lane groups and batches ((b, g) = 00 0 1 | 1 1 10 10 | 10 11 11 11), with
+    G = 3 (runs of 2) a group holds two runs; the variable C (B) has runs of 6, one per batch."""
+    case = dict(B=2, D=6, L=13, N=3, G=G, B_mode=B_mode, C_mode=C_mode, with_D=True, with_z=True,
+                with_bias=True, softplus=True, with_h0=True, with_dlast=True, decay="weak", chunk_size=5,
+                dtype=np.float64, seed=3)  # fmt: skip
+    args, dout, dlast = make_arrays(case)
+    for form in ("recurrent", "chunked"):
+        got = run(form, "cuda", args, dout, dlast, 5)
+        check_against_reference(f"{form}/cuda, G = {G}", got, args, dout, dlast, np.float64)
 
 
 def test_lanes_must_be_a_power_of_two_up_to_a_warp():
