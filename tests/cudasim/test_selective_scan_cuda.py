@@ -27,6 +27,14 @@ def four_lanes(monkeypatch):
     monkeypatch.setattr(selective_scan_cuda, "LANES", 4)
 
 
+def check_both_forms(case, label):
+    """The recurrent and time-chunked CUDA forms on ``case`` (chunks of its chunk_size) against the reference."""
+    args, dout, dlast = make_arrays(case)
+    for form in ("recurrent", "chunked"):
+        got = run(form, "cuda", args, dout, dlast, case["chunk_size"])
+        check_against_reference(f"{form}/cuda, {label}", got, args, dout, dlast, case["dtype"])
+
+
 @settings(max_examples=8)
 @given(ss_cases(max_L=9, dtypes=(np.float64, np.float32)), st.sampled_from([1, 2, 4]))
 def test_cuda_kernels_agree_with_numpy(case, lanes):
@@ -51,10 +59,7 @@ def test_a_warp_per_channel(monkeypatch):
     case = dict(B=1, D=1, L=150, N=3, G=1, B_mode="variable", C_mode="fixed", with_D=True, with_z=True,
                 with_bias=True, softplus=True, with_h0=True, with_dlast=True, decay="weak", chunk_size=130,
                 dtype=dtype, seed=7)  # fmt: skip
-    args, dout, dlast = make_arrays(case)
-    for form in ("recurrent", "chunked"):
-        got = run(form, "cuda", args, dout, dlast, 130)
-        check_against_reference(f"{form}/cuda, 32 lanes", got, args, dout, dlast, dtype)
+    check_both_forms(case, "32 lanes")
 
 
 def test_idle_lanes_of_the_last_block():
@@ -63,25 +68,19 @@ def test_idle_lanes_of_the_last_block():
     case = dict(B=1, D=5, L=21, N=3, G=1, B_mode="fixed", C_mode="variable", with_D=True, with_z=False,
                 with_bias=False, softplus=False, with_h0=True, with_dlast=True, decay="strong", chunk_size=8,
                 dtype=np.float64, seed=11)  # fmt: skip
-    args, dout, dlast = make_arrays(case)
-    for form in ("recurrent", "chunked"):
-        got = run(form, "cuda", args, dout, dlast, 8)
-        check_against_reference(f"{form}/cuda, 5 channels", got, args, dout, dlast, np.float64)
+    check_both_forms(case, "5 channels")
 
 
 @pytest.mark.parametrize("G, B_mode, C_mode", [(2, "grouped", "variable"), (3, "variable", "grouped")])
 def test_backward_sums_dB_and_dC_over_runs_of_lanes(G, B_mode, C_mode):
     """The backward's lanes sum their dB and dC terms per run of channels with one (b, g) before
     one atomic add per run. Two batches of 6 channels in groups of 4 lanes: with G = 2 (runs of 3
-    channels) runs cross lane groups and batches ((b, g) = 00 0 1 | 1 1 10 10 | 10 11 11 11), with
-    G = 3 (runs of 2) a group holds two runs; the variable C (B) has runs of 6, one per batch."""
+    channels) runs cross lane groups and batches (the keys b G + g by lane group: 0 0 0 1 | 1 1 2 2 |
+    2 3 3 3), with G = 3 (runs of 2) a group holds two runs; the variable C (B) has runs of 6."""
     case = dict(B=2, D=6, L=13, N=3, G=G, B_mode=B_mode, C_mode=C_mode, with_D=True, with_z=True,
                 with_bias=True, softplus=True, with_h0=True, with_dlast=True, decay="weak", chunk_size=5,
                 dtype=np.float64, seed=3)  # fmt: skip
-    args, dout, dlast = make_arrays(case)
-    for form in ("recurrent", "chunked"):
-        got = run(form, "cuda", args, dout, dlast, 5)
-        check_against_reference(f"{form}/cuda, G = {G}", got, args, dout, dlast, np.float64)
+    check_both_forms(case, f"G = {G}")
 
 
 def test_lanes_must_be_a_power_of_two_up_to_a_warp():
