@@ -9,7 +9,7 @@ never straddles two warps); thread ``tid`` is lane ``tid % lanes`` of its group.
     shfl_idx(buf, tid, lane, v, src)          v of lane src
     shfl_xor(buf, tid, lane, v, off)          v of lane ^ off (off < lanes)
 
-and, built on them, a segmented sum over runs of lanes that share a key (``run_steps``,
+and, built on them, a segmented sum over runs of lanes that share a key (``run_steps``, ``run_starts``,
 ``run_sum``), which lets the lanes that add into one address add once.
 
 On a GPU they are warp shuffles (``cuda.shfl_*_sync`` over the full warp) and ``buf`` is unused.

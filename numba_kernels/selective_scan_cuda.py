@@ -19,9 +19,10 @@ Naive loop (the contract), as in ``selective_scan_cpu``:
    steps from the state entering them. So 32 B * D threads work (a thread per channel would be
    B * D, under-filling a GPU at Mamba's B = 8, D = 2048), and a warp reads 32 P consecutive
    steps of u and delta. The forward saves the state every K = ``BUF // N`` steps. The backward
-   is a thread per channel (blocks a whole number of warps): it takes those segments from the last, recomputes each segment's
-   states into a local buffer of ``BUF`` values, and runs the reverse recurrence
-   dx_t = dy_t C_t + a_{t+1} dx_{t+1} over it. N <= ``MAX_N`` (64; larger raises ValueError).
+   is a thread per channel, in blocks of whole warps: it takes those segments from the last,
+   recomputes each segment's states into a local buffer of ``BUF`` values, and runs the reverse
+   recurrence dx_t = dy_t C_t + a_{t+1} dx_{t+1} over it. N <= ``MAX_N`` (64; larger raises
+   ValueError).
 
 2. **Time-chunked** (``selective_scan_cuda_chunked``, ``..._backward``): time is cut into n chunks
    of C steps and a 2-D grid puts a thread on every (channel, chunk), B * D * n threads, in three
@@ -47,12 +48,12 @@ atomic add per warp and step where there were 32.
 The forward's lanes, and the backward's runs, exchange values by warp shuffles; under numba's CUDA
 simulator (which has none) through shared memory instead (``cuda_lanes``), and the simulator tests
 use fewer lanes (``LANES``, read at each launch). The other kernels use no shared memory and no
-synchronisation. Kernels are built
-per dtype and lane count by ``kernels(dtype, lanes)`` (local arrays need the element type at
-compile time; CUDA kernels are compiled per process, never cached); float32 kernels compute in
-float32 (``tests/test_cuda_ptx.py`` checks the PTX). Numerics: the CUDA target contracts
-a * b + c into FMAs and uses its own exp, and the forward composes each window's maps in a tree
-rather than step by step, so results differ from the CPU in the last bits.
+synchronisation. Kernels are built per dtype and lane count by ``kernels(dtype, lanes)`` (local
+arrays need the element type at compile time; CUDA kernels are compiled per process, never
+cached); float32 kernels compute in float32 (``tests/test_cuda_ptx.py`` checks the PTX).
+Numerics: the CUDA target contracts a * b + c into FMAs and uses its own exp, and the forward
+composes each window's maps in a tree rather than step by step, so results differ from the CPU
+in the last bits.
 Host wrappers take and return NumPy arrays; the ``launch_*`` functions work on device arrays.
 """
 
@@ -479,7 +480,8 @@ def launch_backward(u, delta, A, B4, C4, Dv, z, bias, softplus, gated, varB, var
     N = A.shape[1]
     check_state_size(N)
     ks = kernels(u.dtype, LANES)  # the module's LANES at call time (the simulator tests lower it)
-    ks.backward[_backward_grid(ks, Bn * Dn, 1)](u, delta, A, B4, C4, Dv, z, bias, softplus, gated, varB, varC, h0.reshape(Bn, Dn, 1, N),
+    grid, block = _backward_grid(ks, Bn * Dn, 1)
+    ks.backward[grid, block](u, delta, A, B4, C4, Dv, z, bias, softplus, gated, varB, varC, h0.reshape(Bn, Dn, 1, N),
                              xs, segment_steps(N), L, dlast.reshape(Bn, Dn, 1, N), dout, du, ddelta, dz, dA, dB4, dC4,
                              dD, dbias, dh0, True)
 
@@ -498,8 +500,8 @@ def launch_chunked(u, delta, A, B4, C4, Dv, z, bias, softplus, gated, varB, varC
     flags = (softplus, gated, varB, varC)
     ks.chunk_maps[grid2, block2](u, delta, A, B4, C4, Dv, z, bias, *flags, u, C, False, P, Lm)
     ks.chunk_carry[_grid(Bn * Dn * N), _threads(Bn * Dn * N)](P, Lm, h0, entering, last, False)
-    ks.forward[_lanes_grid(ks, Bn * Dn, n)](u, delta, A, B4, C4, Dv, z, bias, *flags, entering, C, out, _dummy(u.dtype), 0,
-                                       last, False)
+    grid, block = _lanes_grid(ks, Bn * Dn, n)
+    ks.forward[grid, block](u, delta, A, B4, C4, Dv, z, bias, *flags, entering, C, out, _dummy(u.dtype), 0, last, False)
 
 
 def launch_chunked_backward(u, delta, A, B4, C4, Dv, z, bias, softplus, gated, varB, varC, entering, dout, dlast,
@@ -518,8 +520,9 @@ def launch_chunked_backward(u, delta, A, B4, C4, Dv, z, bias, softplus, gated, v
     flags = (softplus, gated, varB, varC)
     ks.chunk_maps[grid2, block2](u, delta, A, B4, C4, Dv, z, bias, *flags, dout, C, True, P, Lm)
     ks.chunk_carry[_grid(Bn * Dn * N), _threads(Bn * Dn * N)](P, Lm, dlast, leaving, dh0, True)
-    ks.backward[_backward_grid(ks, Bn * Dn, n)](u, delta, A, B4, C4, Dv, z, bias, *flags, entering, _dummy(u.dtype), 0, C, leaving,
-                               dout, du, ddelta, dz, dA, dB4, dC4, dD, dbias, dh0, False)
+    grid, block = _backward_grid(ks, Bn * Dn, n)
+    ks.backward[grid, block](u, delta, A, B4, C4, Dv, z, bias, *flags, entering, _dummy(u.dtype), 0, C, leaving,
+                             dout, du, ddelta, dz, dA, dB4, dC4, dD, dbias, dh0, False)
 
 
 # --- host wrappers: the arguments of selective_scan_cpu ---------------------------------------------
