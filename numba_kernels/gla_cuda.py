@@ -21,24 +21,34 @@ Recurrent form (T sequential steps per thread):
   The local arrays have a compile-time size: K and V are at most ``MAX_DIM`` (256); larger heads
   raise ValueError.
 
-Chunked form, three passes like ``scan_cuda``'s time-chunked scan (n = ceil(T / C) chunks; bl_i
-the gates accumulated from the chunk's start):
+Chunked form (n = ceil(T / C) chunks of L <= C steps; bl_t the gates accumulated from the chunk's
+start). What every thread of a row would otherwise recompute is computed once, by its own pass,
+into a workspace (``chunked_workspace``):
+  0. ``chunk_gates``, a thread per (b, c, h, k): bl, qg_t = q_t exp(bl_t), kg_t = k_t exp(bl_last - bl_t);
   1. ``contributions``, a thread per (b, h, k, v) and chunk (grid y): the chunk's addition to the
-     state, sum_j k_j[k] exp(bl_last - bl_j)[k] v_j[v], and its decay exp(bl_last);
-  2. ``carry``, a thread per (b, h, k, v): S_{c+1} = decay_c * S_c + addition_c over the n chunks;
-     the chunk-entering states are kept for the backward;
-  3. ``chunk_outputs``, a thread per (b, t, h, v): o_t from the state entering its chunk and the
-     intra-chunk attention sum_{j <= t} (sum_k q_t k_j exp(bl_t - bl_j)) v_j.
-  The backward: (1) scale * sum_i q_i[k] exp(bl_i)[k] do_i[v] per chunk, (2) the gradient of the
-  entering states carried from the last chunk, (3) a thread per (b, t, h, k) for dq and dk (they
-  need only the gates of key dim k), a thread per (b, t, h, v) for dv.
+     state, sum_j kg_j[k] v_j[v];
+  2. ``carry``, a thread per (b, h, k, v): S_{c+1} = exp(bl_last) * S_c + addition_c over the n
+     chunks; the chunk-entering states are kept for the backward;
+  3. ``scores``, a thread per (b, h, c, i, j): the decayed scores A_ij = sum_k q_i k_j exp(bl_i - bl_j)
+     (j <= i), then ``chunk_outputs``, a thread per (b, t, h, v): o_t = scale (qg_t S_c + sum_j A_tj v_j).
+  The backward: (0) again, ``score_gradients`` dA_ij = scale do_i . v_j, (1) scale * sum_i qg_i[k]
+  do_i[v] per chunk, (2) the gradient of the entering states carried from the last chunk, (3) a
+  thread per (b, t, h, k) for dq and dk (they need only the gates of key dim k), a thread per
+  (b, t, h, v) for dv.
 The gate gradient (dgk = reverse cumulative sum of q dq - k dk, plus sum_v dht * ht) is a thread
-per (b, h, k). Every exponent is bl_t - bl_j with j <= t, bl_t or bl_last - bl_j, all <= 0: a
-thread accumulates the gates of both ends in the same order, so the difference is exactly <= 0.
+per (b, h, k). Every exponent is bl_t - bl_j with j <= t, bl_t or bl_last - bl_j, all <= 0: bl is
+one running sum of gates <= 0 and rounding is monotone, so bl_t <= bl_j in floating point too.
 
-Work: the intra-chunk terms are recomputed by every thread of a (b, t, h) row (O(C K) per thread
-instead of a shared tile): simple rather than fast. Numerics: the CUDA target contracts a * b + c
-into FMAs, so results differ from the CPU in the last bits.
+Work of the chunked forward per (b, h) and chunk, against a thread per output that rebuilds its
+row's scores (this module's first design, 388 ms forward at the GPU bench's shape on an H200):
+exponentials about L^2 K / 2 instead of L^2 K V / 2, multiply-adds about
+L^2 K / 2 + L^2 V / 2 + 2 L K V instead of L^2 K V / 2 + 2 L K V. At C = K = V = 64 that is
+about 60x fewer exponentials and 11x fewer multiply-adds; the backward's dq and dk no longer rebuild each
+score gradient do_i . v_j per key dim (the first design's (C K) V multiply-adds per thread). No
+time on a GPU yet: ``python -m ref bench gpu`` measures it.
+
+Numerics: the CUDA target contracts a * b + c into FMAs, so results differ from the CPU in the
+last bits.
 
 Kernels are built per dtype by ``kernels(dtype)`` (the local arrays need the element type at
 compile time; CUDA kernels are compiled per process anyway, never cached), and float32 kernels
@@ -167,43 +177,47 @@ def _build(dtype_name: str) -> SimpleNamespace:
     # --- chunked form --------------------------------------------------------------------------
 
     @cuda.jit
-    def contributions(x, y, gk, scale, C, backward, out, decay):
-        """Pass 1, a thread per (b, h, k, v) and chunk c (grid y):
+    def chunk_gates(q, k, gk, C, bl, qg, kg):
+        """Pass 0, a thread per (b, c, h, k): the gates accumulated from the chunk's start, and the
+        queries and keys with their decays applied:
 
-        forward   (x, y = k, v):   out[b, c + 1, h, k, v] = sum_j k_j[k] exp(bl_last - bl_j)[k] v_j[v]
-        backward  (x, y = q, do):  out[b, c, h, k, v] = scale * sum_i q_i[k] exp(bl_i)[k] do_i[v]
-        and decay[b, c, h, k] = exp(bl_last[k]).
+        bl_t = gk_s + ... + gk_t   (one sum in time order),   qg_t = q_t exp(bl_t),   kg_t = k_t exp(bl_last - bl_t)
+        """
+        i = cuda.grid(1)
+        B, T, H, K = q.shape
+        n = (T + C - 1) // C
+        if i < B * n * H * K:
+            b, c, h, kk = i // (n * H * K), (i // (H * K)) % n, (i // K) % H, i % K
+            s = c * C
+            e = min(s + C, T)
+            acc = real(0)
+            for t in range(s, e):
+                acc += gk[b, t, h, kk]
+                bl[b, t, h, kk] = acc
+                qg[b, t, h, kk] = q[b, t, h, kk] * math.exp(acc)
+            for t in range(s, e):
+                kg[b, t, h, kk] = k[b, t, h, kk] * math.exp(acc - bl[b, t, h, kk])
+
+    @cuda.jit
+    def contributions(x, y, coef, C, offset, out):
+        """Pass 1, a thread per (b, h, k, v) and chunk c (grid y): coef * sum_{t in chunk} x_t[k] y_t[v], so
+
+        forward   (x, y = kg, v;  coef 1,  offset 1):   out[:, c + 1] = the chunk's addition to the state
+        backward  (x, y = qg, do; coef scale, offset 0): out[:, c] = the gradient its outputs send to S_c
         """
         i, c = cuda.grid(2)
         B, T, H, K = x.shape
         V = y.shape[3]
-        if i < B * H * K * V and c < decay.shape[1]:
+        if i < B * H * K * V and c * C < T:
             b, h, kk, vv = i // (H * K * V), (i // (K * V)) % H, (i // V) % K, i % V
-            s = c * C
-            e = s + C
-            if e > T:
-                e = T
-            last = real(0)
-            for t in range(s, e):
-                last += gk[b, t, h, kk]
-            bl = real(0)  # the same sums in the same order: bl reaches exactly `last`
             acc = real(0)
-            for t in range(s, e):
-                bl += gk[b, t, h, kk]
-                if backward:
-                    acc += scale * x[b, t, h, kk] * math.exp(bl) * y[b, t, h, vv]
-                else:
-                    acc += x[b, t, h, kk] * math.exp(last - bl) * y[b, t, h, vv]
-            if backward:
-                out[b, c, h, kk, vv] = acc
-            else:
-                out[b, c + 1, h, kk, vv] = acc
-            if vv == 0:
-                decay[b, c, h, kk] = math.exp(last)
+            for t in range(c * C, min(c * C + C, T)):
+                acc += x[b, t, h, kk] * y[b, t, h, vv]
+            out[b, c + offset, h, kk, vv] = coef * acc
 
     @cuda.jit
-    def carry(states, decay, s0, s_final, reverse):
-        """Pass 2, a thread per (b, h, k, v), across the n chunks:
+    def carry(states, bl, C, s0, s_final, reverse):
+        """Pass 2, a thread per (b, h, k, v), across the n chunks, with decay_c = exp(bl_last of chunk c):
 
         forward:  states[0] = s0 (h0);   states[c + 1] = decay_c * states[c] + states[c + 1]
         reverse:  states[n] = s0 (dht);  states[c] = decay_c * states[c + 1] + states[c]
@@ -212,57 +226,77 @@ def _build(dtype_name: str) -> SimpleNamespace:
         i = cuda.grid(1)
         B, n1, H, K, V = states.shape
         n = n1 - 1
+        T = bl.shape[1]
         if i < B * H * K * V:
             b, h, kk, vv = i // (H * K * V), (i // (K * V)) % H, (i // V) % K, i % V
             s = s0[b, h, kk, vv]
             if reverse:
                 states[b, n, h, kk, vv] = s
                 for c in range(n - 1, -1, -1):
-                    s = decay[b, c, h, kk] * s + states[b, c, h, kk, vv]
+                    s = math.exp(bl[b, min(c * C + C, T) - 1, h, kk]) * s + states[b, c, h, kk, vv]
                     states[b, c, h, kk, vv] = s
             else:
                 states[b, 0, h, kk, vv] = s
                 for c in range(n):
-                    s = decay[b, c, h, kk] * s + states[b, c + 1, h, kk, vv]
+                    s = math.exp(bl[b, min(c * C + C, T) - 1, h, kk]) * s + states[b, c + 1, h, kk, vv]
                     states[b, c + 1, h, kk, vv] = s
             s_final[b, h, kk, vv] = s
 
     @cuda.jit
-    def chunk_outputs(q, k, v, gk, scale, C, states, o):
-        """Pass 3, a thread per (b, t, h, v):
-        o_t = scale * ((q_t exp(bl_t)) S_c + sum_{j <= t} (sum_k q_t k_j exp(bl_t - bl_j)) v_j)."""
+    def scores(q, k, bl, C, A):
+        """Pass 3a, a thread per (b, h, c, i, j): the decayed scores of the chunk's queries i and keys j,
+        A[b, h, c, i, j] = sum_k q_t[k] k_r[k] exp(bl_t - bl_r)[k] for r = s + j <= t = s + i (else 0)."""
         i = cuda.grid(1)
         B, T, H, K = q.shape
+        n, L = A.shape[2], A.shape[3]  # L = min(C, T): the chunk's rows
+        if i < B * H * n * L * L:
+            b, h, c, ii, jj = i // (H * n * L * L), (i // (n * L * L)) % H, (i // (L * L)) % n, (i // L) % L, i % L
+            t, r = c * C + ii, c * C + jj
+            a = real(0)
+            if t < T and r <= t:
+                for kk in range(K):
+                    a += q[b, t, h, kk] * k[b, r, h, kk] * math.exp(bl[b, t, h, kk] - bl[b, r, h, kk])
+            A[b, h, c, ii, jj] = a
+
+    @cuda.jit
+    def score_gradients(do, v, scale, C, dA):
+        """Pass 3a of the backward, a thread per (b, h, c, i, j): dA[b, h, c, i, j] = scale * do_t . v_r
+        for r = s + j <= t = s + i (else 0), the gradient of the score A[b, h, c, i, j]."""
+        i = cuda.grid(1)
+        B, T, H, V = v.shape
+        n, L = dA.shape[2], dA.shape[3]
+        if i < B * H * n * L * L:
+            b, h, c, ii, jj = i // (H * n * L * L), (i // (n * L * L)) % H, (i // (L * L)) % n, (i // L) % L, i % L
+            t, r = c * C + ii, c * C + jj
+            a = real(0)
+            if t < T and r <= t:
+                for vv in range(V):
+                    a += do[b, t, h, vv] * v[b, r, h, vv]
+            dA[b, h, c, ii, jj] = scale * a
+
+    @cuda.jit
+    def chunk_outputs(qg, v, A, scale, C, states, o):
+        """Pass 3b, a thread per (b, t, h, v): o_t = scale * (qg_t S_c + sum_{j <= i} A[c, i, j] v_{s+j})."""
+        i = cuda.grid(1)
+        B, T, H, K = qg.shape
         V = v.shape[3]
         if i < B * T * H * V:
             b, t, h, vv = i // (T * H * V), (i // (H * V)) % T, (i // V) % H, i % V
             c = t // C
             s = c * C
-            bt = cuda.local.array(MAX_DIM, real)  # bl_t
-            bj = cuda.local.array(MAX_DIM, real)  # bl_j, accumulated in the same order
-            for kk in range(K):
-                bt[kk] = 0
-                bj[kk] = 0
-            for j in range(s, t + 1):
-                for kk in range(K):
-                    bt[kk] += gk[b, j, h, kk]
             acc = real(0)
             for kk in range(K):  # (1) inter-chunk
-                acc += q[b, t, h, kk] * math.exp(bt[kk]) * states[b, c, h, kk, vv]
-            for j in range(s, t + 1):  # (2) intra-chunk
-                a = real(0)
-                for kk in range(K):
-                    bj[kk] += gk[b, j, h, kk]
-                    a += q[b, t, h, kk] * k[b, j, h, kk] * math.exp(bt[kk] - bj[kk])
-                acc += a * v[b, j, h, vv]
+                acc += qg[b, t, h, kk] * states[b, c, h, kk, vv]
+            for j in range(t - s + 1):  # (2) intra-chunk
+                acc += A[b, h, c, t - s, j] * v[b, s + j, h, vv]
             o[b, t, h, vv] = scale * acc
 
     @cuda.jit
-    def chunk_dq_dk(q, k, v, gk, do, scale, C, states, dstates, dq, dk):
-        """Pass 3 of the backward, a thread per (b, t, h, k), with dA_ij = scale * do_i . v_j:
+    def chunk_dq_dk(q, k, v, bl, do, dA, scale, C, states, dstates, dq, dk):
+        """Pass 3b of the backward, a thread per (b, t, h, k), with dA the score gradients:
 
-        dq_t = scale exp(bl_t) (do_t S_c^T) + sum_{j <= t} dA_tj k_j exp(bl_t - bl_j)
-        dk_t = exp(bl_last - bl_t) (v_t dS_{c+1}^T) + sum_{i >= t} dA_it q_i exp(bl_i - bl_t)
+        dq_t = scale exp(bl_t) (do_t S_c^T) + sum_{r <= t} dA_tr k_r exp(bl_t - bl_r)
+        dk_t = exp(bl_last - bl_t) (v_t dS_{c+1}^T) + sum_{r >= t} dA_rt q_r exp(bl_r - bl_t)
         """
         i = cuda.grid(1)
         B, T, H, K = q.shape
@@ -271,83 +305,51 @@ def _build(dtype_name: str) -> SimpleNamespace:
             b, t, h, kk = i // (T * H * K), (i // (H * K)) % T, (i // K) % H, i % K
             c = t // C
             s = c * C
-            e = s + C
-            if e > T:
-                e = T
-            bt = real(0)  # bl_t, then bl_last, of key dim k
-            last = real(0)
-            for r in range(s, e):
-                last += gk[b, r, h, kk]
-                if r == t:
-                    bt = last
+            e = min(s + C, T)
+            bt = bl[b, t, h, kk]
             acc_q = real(0)
             acc_k = real(0)
             for vv in range(V):
                 acc_q += do[b, t, h, vv] * states[b, c, h, kk, vv]
                 acc_k += v[b, t, h, vv] * dstates[b, c + 1, h, kk, vv]
             dq_t = scale * math.exp(bt) * acc_q  # from (1)
-            dk_t = math.exp(last - bt) * acc_k  # from (3)
-            br = real(0)  # bl_r, the same sums in the same order
-            for r in range(s, e):
-                br += gk[b, r, h, kk]
-                if r <= t:  # key r of query t
-                    dA = real(0)
-                    for vv in range(V):
-                        dA += do[b, t, h, vv] * v[b, r, h, vv]
-                    dq_t += scale * dA * k[b, r, h, kk] * math.exp(bt - br)
-                if r >= t:  # query r of key t
-                    dA = real(0)
-                    for vv in range(V):
-                        dA += do[b, r, h, vv] * v[b, t, h, vv]
-                    dk_t += scale * dA * q[b, r, h, kk] * math.exp(br - bt)
+            dk_t = math.exp(bl[b, e - 1, h, kk] - bt) * acc_k  # from (3)
+            for r in range(s, t + 1):  # key r of query t
+                dq_t += dA[b, h, c, t - s, r - s] * k[b, r, h, kk] * math.exp(bt - bl[b, r, h, kk])
+            for r in range(t, e):  # query r of key t
+                dk_t += dA[b, h, c, r - s, t - s] * q[b, r, h, kk] * math.exp(bl[b, r, h, kk] - bt)
             dq[b, t, h, kk] = dq_t
             dk[b, t, h, kk] = dk_t
 
     @cuda.jit
-    def chunk_dv(q, k, gk, do, scale, C, dstates, dv):
-        """Pass 3 of the backward, a thread per (b, t, h, v):
-        dv_t = (k_t exp(bl_last - bl_t)) dS_{c+1} + sum_{i >= t} scale A_it do_i."""
+    def chunk_dv(kg, do, A, scale, C, dstates, dv):
+        """Pass 3b of the backward, a thread per (b, t, h, v):
+        dv_t = kg_t dS_{c+1} + scale * sum_{r >= t} A[c, r, t] do_r."""
         i = cuda.grid(1)
-        B, T, H, K = q.shape
+        B, T, H, K = kg.shape
         V = do.shape[3]
         if i < B * T * H * V:
             b, t, h, vv = i // (T * H * V), (i // (H * V)) % T, (i // V) % H, i % V
             c = t // C
             s = c * C
-            e = s + C
-            if e > T:
-                e = T
-            bt = cuda.local.array(MAX_DIM, real)  # bl_t
-            br = cuda.local.array(MAX_DIM, real)  # bl_r, accumulated in the same order
-            for kk in range(K):
-                br[kk] = 0
-            for r in range(s, e):
-                for kk in range(K):
-                    br[kk] += gk[b, r, h, kk]
-                if r == t:
-                    for kk in range(K):
-                        bt[kk] = br[kk]
             acc = real(0)
-            for kk in range(K):  # from (3); br is bl_last here
-                acc += k[b, t, h, kk] * math.exp(br[kk] - bt[kk]) * dstates[b, c + 1, h, kk, vv]
-                br[kk] = 0
-            for r in range(s, e):  # from (2)
-                a = real(0)
-                for kk in range(K):
-                    br[kk] += gk[b, r, h, kk]
-                    if r >= t:
-                        a += q[b, r, h, kk] * k[b, t, h, kk] * math.exp(br[kk] - bt[kk])
-                if r >= t:
-                    acc += scale * a * do[b, r, h, vv]
-            dv[b, t, h, vv] = acc
+            for kk in range(K):  # from (3)
+                acc += kg[b, t, h, kk] * dstates[b, c + 1, h, kk, vv]
+            intra = real(0)
+            for r in range(t, min(s + C, T)):  # from (2)
+                intra += A[b, h, c, r - s, t - s] * do[b, r, h, vv]
+            dv[b, t, h, vv] = acc + scale * intra
 
     return SimpleNamespace(
         recurrent_forward=recurrent_forward,
         recurrent_dq_dk=recurrent_dq_dk,
         recurrent_dv=recurrent_dv,
         gate_gradient=gate_gradient,
+        chunk_gates=chunk_gates,
         contributions=contributions,
         carry=carry,
+        scores=scores,
+        score_gradients=score_gradients,
         chunk_outputs=chunk_outputs,
         chunk_dq_dk=chunk_dq_dk,
         chunk_dv=chunk_dv,
@@ -401,35 +403,70 @@ def launch_recurrent_backward(q, k, v, gk, scale, h0, ht, do, dht, dq, dk, dv, d
     ks.gate_gradient[_grid(B * H * K), THREADS](q, dq, k, dk, ht, dht, dgk)
 
 
-def launch_chunked(q, k, v, gk, scale, h0, o, states, ht, chunk_size):
+def chunked_workspace(B, T, H, K, V, chunk_size, dtype, backward=False) -> SimpleNamespace:
+    """The device arrays the chunked form computes on its way, allocated once to be reused:
+    bl, qg, kg (B, T, H, K) of pass 0; the scores A (B, H, n, L, L) with L = min(C, T); for the
+    backward also their gradients dA and dstates (B, n + 1, H, K, V)."""
+    n = _chunks(T, chunk_size)
+    L = min(chunk_size, T)
+    work = SimpleNamespace(
+        bl=cuda.device_array((B, T, H, K), dtype),
+        qg=cuda.device_array((B, T, H, K), dtype),
+        kg=cuda.device_array((B, T, H, K), dtype),
+        A=cuda.device_array((B, H, n, L, L), dtype),
+        dA=None,
+        dstates=None,
+    )
+    if backward:
+        work.dA = cuda.device_array((B, H, n, L, L), dtype)
+        work.dstates = cuda.device_array((B, n + 1, H, K, V), dtype)
+    return work
+
+
+def _prepare(ks, q, k, gk, C, work):
+    """Pass 0 and pass 3a's scores: bl, qg, kg and A into ``work``."""
+    B, T, H, K = q.shape
+    n = _chunks(T, C)
+    ks.chunk_gates[_grid(B * n * H * K), THREADS](q, k, gk, C, work.bl, work.qg, work.kg)
+    ks.scores[_grid(work.A.size), THREADS](q, k, work.bl, C, work.A)
+
+
+def launch_chunked(q, k, v, gk, scale, h0, o, states, ht, chunk_size, work=None):
     """o of the chunked form, ``states`` (B, n + 1, H, K, V): the chunk-entering states then the
-    final state, and that final state again in ``ht`` (B, H, K, V)."""
+    final state, and that final state again in ``ht`` (B, H, K, V). ``work``: from
+    :func:`chunked_workspace`, or None to allocate it."""
     B, T, H, K = q.shape
     V = v.shape[3]
-    check_dims(K, V)
     n = _chunks(T, chunk_size)
+    if work is None:
+        work = chunked_workspace(B, T, H, K, V, chunk_size, q.dtype)
     ks = kernels(q.dtype)
     scale = q.dtype.type(scale)
-    decay = cuda.device_array((B, n, H, K), q.dtype)
-    ks.contributions[(_grid(B * H * K * V), n), (THREADS, 1)](k, v, gk, scale, chunk_size, False, states, decay)
-    ks.carry[_grid(B * H * K * V), THREADS](states, decay, h0, ht, False)
-    ks.chunk_outputs[_grid(B * T * H * V), THREADS](q, k, v, gk, scale, chunk_size, states, o)
+    _prepare(ks, q, k, gk, chunk_size, work)
+    ks.contributions[(_grid(B * H * K * V), n), (THREADS, 1)](work.kg, v, q.dtype.type(1), chunk_size, 1, states)
+    ks.carry[_grid(B * H * K * V), THREADS](states, work.bl, chunk_size, h0, ht, False)
+    ks.chunk_outputs[_grid(B * T * H * V), THREADS](work.qg, v, work.A, scale, chunk_size, states, o)
 
 
-def launch_chunked_backward(q, k, v, gk, scale, states, ht, do, dht, dq, dk, dv, dgk, dh0, chunk_size):
-    """dq, dk, dv, dgk, dh0 of the chunked form from the ``states`` and ``ht`` of :func:`launch_chunked`."""
+def launch_chunked_backward(q, k, v, gk, scale, states, ht, do, dht, dq, dk, dv, dgk, dh0, chunk_size, work=None):
+    """dq, dk, dv, dgk, dh0 of the chunked form from the ``states`` and ``ht`` of :func:`launch_chunked`.
+    ``work``: from :func:`chunked_workspace` with ``backward=True``, or None to allocate it."""
     B, T, H, K = q.shape
     V = v.shape[3]
-    check_dims(K, V)
     n = _chunks(T, chunk_size)
+    if work is None:
+        work = chunked_workspace(B, T, H, K, V, chunk_size, q.dtype, backward=True)
     ks = kernels(q.dtype)
     scale = q.dtype.type(scale)
-    decay = cuda.device_array((B, n, H, K), q.dtype)
-    dstates = cuda.device_array(states.shape, q.dtype)  # dstates[:, c]: gradient of the state entering chunk c
-    ks.contributions[(_grid(B * H * K * V), n), (THREADS, 1)](q, do, gk, scale, chunk_size, True, dstates, decay)
-    ks.carry[_grid(B * H * K * V), THREADS](dstates, decay, dht, dh0, True)
-    ks.chunk_dq_dk[_grid(B * T * H * K), THREADS](q, k, v, gk, do, scale, chunk_size, states, dstates, dq, dk)
-    ks.chunk_dv[_grid(B * T * H * V), THREADS](q, k, gk, do, scale, chunk_size, dstates, dv)
+    dstates = work.dstates  # dstates[:, c]: gradient of the state entering chunk c
+    _prepare(ks, q, k, gk, chunk_size, work)
+    ks.score_gradients[_grid(work.dA.size), THREADS](do, v, scale, chunk_size, work.dA)
+    ks.contributions[(_grid(B * H * K * V), n), (THREADS, 1)](work.qg, do, scale, chunk_size, 0, dstates)
+    ks.carry[_grid(B * H * K * V), THREADS](dstates, work.bl, chunk_size, dht, dh0, True)
+    ks.chunk_dq_dk[_grid(B * T * H * K), THREADS](
+        q, k, v, work.bl, do, work.dA, scale, chunk_size, states, dstates, dq, dk
+    )
+    ks.chunk_dv[_grid(B * T * H * V), THREADS](work.kg, do, work.A, scale, chunk_size, dstates, dv)
     ks.gate_gradient[_grid(B * H * K), THREADS](q, dq, k, dk, ht, dht, dgk)
 
 
@@ -482,7 +519,6 @@ def gla_cuda_chunked(q, k, v, gk, scale, initial_state=None, chunk_size=64):
     """The chunked form: ``(o, states)``, states (B, n + 1, H, K, V) the chunk-entering states
     followed by the final state, as ``gla_cpu.gla_cpu_chunked``."""
     B, T, H, K = q.shape
-    check_dims(K, v.shape[3])
     n = _chunks(T, int(chunk_size))
     q_d, k_d, v_d, gk_d, h0_d = _to_device(q, k, v, gk, initial_state)
     o_d = cuda.device_array(v.shape, q.dtype)
@@ -494,7 +530,6 @@ def gla_cuda_chunked(q, k, v, gk, scale, initial_state=None, chunk_size=64):
 
 def gla_cuda_chunked_backward(q, k, v, gk, scale, initial_state, states, do, dht, chunk_size=64):
     """``(dq, dk, dv, dgk, dinitial_state)`` of the chunked form from the ``states`` of the forward."""
-    check_dims(q.shape[3], v.shape[3])
     q_d, k_d, v_d, gk_d, h0_d = _to_device(q, k, v, gk, initial_state)
     do_d, dht_d = _cotangents_to_device(v, h0_d, do, dht)
     states_d = cuda.to_device(np.ascontiguousarray(states))
@@ -527,9 +562,12 @@ def kernel_signatures(dtype):
         (ks.recurrent_dq_dk, (A4, A4, A4, A4, f, A4, A4, A4, A4, A4, A4)),
         (ks.recurrent_dv, (A4, A4, A4, f, A4, A4, A4)),
         (ks.gate_gradient, (A4, A4, A4, A4, A4, A4, A4)),
-        (ks.contributions, (A4, A4, A4, f, i64, b1, A5, A4)),
-        (ks.carry, (A5, A4, A4, A4, b1)),
-        (ks.chunk_outputs, (A4, A4, A4, A4, f, i64, A5, A4)),
-        (ks.chunk_dq_dk, (A4, A4, A4, A4, A4, f, i64, A5, A5, A4, A4)),
-        (ks.chunk_dv, (A4, A4, A4, A4, f, i64, A5, A4)),
+        (ks.chunk_gates, (A4, A4, A4, i64, A4, A4, A4)),
+        (ks.contributions, (A4, A4, f, i64, i64, A5)),
+        (ks.carry, (A5, A4, i64, A4, A4, b1)),
+        (ks.scores, (A4, A4, A4, i64, A5)),
+        (ks.score_gradients, (A4, A4, f, i64, A5)),
+        (ks.chunk_outputs, (A4, A4, A5, f, i64, A5, A4)),
+        (ks.chunk_dq_dk, (A4, A4, A4, A4, A4, A5, f, i64, A5, A5, A4, A4)),
+        (ks.chunk_dv, (A4, A4, A5, f, i64, A5, A4)),
     ]

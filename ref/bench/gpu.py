@@ -313,6 +313,7 @@ def time_gla(rng, small: bool, repeats: int, torch, fla) -> list[dict]:
     dq, dk, dv, dgk = (cuda.device_array((B, T, H, K), f) for _ in range(4))
     C = 64
     states = cuda.device_array((B, -(-T // C) + 1, H, K, K), f)
+    work = gla_cuda.chunked_workspace(B, T, H, K, K, C, f, backward=True)  # allocated once, outside the timings
     scale = K**-0.5
 
     def fwd_rec():
@@ -323,11 +324,11 @@ def time_gla(rng, small: bool, repeats: int, torch, fla) -> list[dict]:
         gla_cuda.launch_recurrent_backward(q, k, v, gk, scale, h0, ht, do, dht, dq, dk, dv, dgk, dh0)
 
     def fwd_chunk():
-        gla_cuda.launch_chunked(q, k, v, gk, scale, h0, o, states, ht, C)
+        gla_cuda.launch_chunked(q, k, v, gk, scale, h0, o, states, ht, C, work)
 
     def both_chunk():
         fwd_chunk()
-        gla_cuda.launch_chunked_backward(q, k, v, gk, scale, states, ht, do, dht, dq, dk, dv, dgk, dh0, C)
+        gla_cuda.launch_chunked_backward(q, k, v, gk, scale, states, ht, do, dht, dq, dk, dv, dgk, dh0, C, work)
 
     shape = f"B={B} T={T} H={H} K=V={K}"
     rows = [

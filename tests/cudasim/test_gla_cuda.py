@@ -70,4 +70,17 @@ def test_head_dims_beyond_the_local_arrays_are_refused():
         FORMS["recurrent"][0](q, q, np.zeros((1, 2, 1, 3), np.float32), backend="cuda")
     q = np.zeros((1, 2, 1, 3), np.float32)
     with pytest.raises(ValueError, match=rf"v: .* expected V <= {gla_cuda.MAX_DIM}, got V = {big}"):
-        FORMS["chunked"][0](q, q, np.zeros((1, 2, 1, big), np.float32), backend="cuda")
+        FORMS["recurrent"][0](q, q, np.zeros((1, 2, 1, big), np.float32), backend="cuda")
+
+
+def test_the_chunked_form_takes_any_head_dim(rng):
+    """The chunked kernels hold no state row in a local array: a head wider than MAX_DIM works."""
+    B, T, H, K, V = 1, 3, 1, 2, gla_cuda.MAX_DIM + 1
+    q, k = rng.standard_normal((2, B, T, H, K))
+    v = rng.standard_normal((B, T, H, V))
+    gk = log_sigmoid(rng.standard_normal((B, T, H, K)))
+    do = rng.standard_normal((B, T, H, V))
+    got = run("chunked", "cuda", q, k, v, gk, None, do, None, 0.5, 2)
+    want = run("recurrent", "numpy", q, k, v, gk, None, do, None, 0.5, 2)
+    for name in ("o", "ht", "dq", "dk", "dv", "dgk"):
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-12, atol=1e-12, err_msg=name)
