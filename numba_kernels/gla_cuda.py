@@ -9,8 +9,8 @@ Naive loop (the contract), as in ``gla_cpu``:
     for b, h:   S = h0[b, h]
         for t:  S = exp(gk[b, t, h])[:, None] * S + outer(k[b, t, h], v[b, t, h]);  o[b, t, h] = scale * q[b, t, h] @ S
 
-Design: simple kernels, a thread per output element or per slice of a state, no shared memory
-and no synchronisation inside a block, so they also run under the CUDA simulator at tiny sizes.
+Design: simple kernels, a thread per output element or per slice of a state, without shared
+memory, except the chunked form's score matrices, which are tiled products (``SCORE_TILE``).
 
 Recurrent form (T sequential steps per thread):
   * forward: a thread per (b, h, v) carries the column S[:, v] of the state in a local array;
@@ -29,9 +29,11 @@ into a workspace (``chunked_workspace``):
      state, sum_j kg_j[k] v_j[v];
   2. ``carry``, a thread per (b, h, k, v): S_{c+1} = exp(bl_last) * S_c + addition_c over the n
      chunks; the chunk-entering states are kept for the backward;
-  3. ``scores``, a thread per (b, h, c, i, j): the decayed scores A_ij = sum_k q_i k_j exp(bl_i - bl_j)
-     (j <= i), then ``chunk_outputs``, a thread per (b, t, h, v): o_t = scale (qg_t S_c + sum_j A_tj v_j).
-  The backward: (0) again, ``score_gradients`` dA_ij = scale do_i . v_j, (1) scale * sum_i qg_i[k]
+  3. ``scores``: the decayed scores A_ij = sum_k q_i k_j exp(bl_i - bl_j) (j <= i), a block per
+     (b, h, c) and tile of A, the rows of q, k and bl it needs staged in shared memory (coalesced
+     loads) and each thread's RM entries in registers; then ``chunk_outputs``, a thread per
+     (b, t, h, v): o_t = scale (qg_t S_c + sum_j A_tj v_j).
+  The backward: (0) and A again, ``score_gradients`` dA_ij = scale do_i . v_j by the same tiles, (1) scale * sum_i qg_i[k]
   do_i[v] per chunk, (2) the gradient of the entering states carried from the last chunk, (3) a
   thread per (b, t, h, k) for dq and dk (they need only the gates of key dim k), a thread per
   (b, t, h, v) for dv.
@@ -43,15 +45,17 @@ Work of the chunked forward per (b, h) and chunk, against a thread per output th
 row's scores (this module's first design, 388 ms forward at the GPU bench's shape on an H200):
 exponentials about L^2 K / 2 instead of L^2 K V / 2, multiply-adds about
 L^2 K / 2 + L^2 V / 2 + 2 L K V instead of L^2 K V / 2 + 2 L K V. At C = K = V = 64 that is
-about 60x fewer exponentials and 11x fewer multiply-adds; the backward's dq and dk no longer rebuild each
-score gradient do_i . v_j per key dim (the first design's (C K) V multiply-adds per thread). No
+about 60x fewer exponentials and 11x fewer multiply-adds; the backward's dq and dk no longer
+rebuild each score gradient do_i . v_j per key dim (the first design's (C K) V multiply-adds per
+thread). The score tiles read q, k and bl once per tile, a row's dims by consecutive threads; a
+thread per score would have each warp load 32 rows of k, 32 memory sectors per instruction. No
 time on a GPU yet: ``python -m ref bench gpu`` measures it.
 
 Numerics: the CUDA target contracts a * b + c into FMAs, so results differ from the CPU in the
 last bits.
 
-Kernels are built per dtype by ``kernels(dtype)`` (the local arrays need the element type at
-compile time; CUDA kernels are compiled per process anyway, never cached), and float32 kernels
+Kernels are built per dtype and score tile by ``kernels(dtype, tile)`` (the local and shared
+arrays need the element type and their sizes at compile time; CUDA kernels are compiled per process anyway, never cached), and float32 kernels
 compute in float32 (``tests/test_cuda_ptx.py`` checks the PTX). Host wrappers take and return
 NumPy arrays; the ``launch_*`` functions work on device arrays.
 """
@@ -63,19 +67,28 @@ import math
 from types import SimpleNamespace
 
 import numpy as np
-from numba import cuda
+from numba import config, cuda
 
-THREADS = 128  # threads per block
+THREADS = 128  # threads per block of the kernels without shared memory
+# The score tiles of the chunked form: (TJ, TY, RM, KS) = TJ x TY threads per block, RM query rows
+# per thread (tiles of TY RM rows by TJ columns), KS key dims per shared-memory step. Read at each
+# launch: the simulator tests set smaller tiles.
+SCORE_TILE = (32, 8, 4, 32)
 MAX_DIM = 256  # the largest K or V: the length of the local arrays holding a state row or column
 
 
-def kernels(dtype) -> SimpleNamespace:
-    """Every kernel of this module for ``dtype`` (float32 or float64), compiled lazily at launch."""
-    return _build(np.dtype(dtype).name)
+def kernels(dtype, tile: tuple | None = None) -> SimpleNamespace:
+    """Every kernel of this module for ``dtype`` (float32 or float64) and score tile (default
+    ``SCORE_TILE``), compiled lazily at launch."""
+    tile = SCORE_TILE if tile is None else tile
+    TJ, TY, RM, KS = (int(x) for x in tile)
+    if min(TJ, TY, RM, KS) < 1:
+        raise ValueError(f"tile: expected (TJ, TY, RM, KS) >= 1, got {tile!r}")
+    return _build(np.dtype(dtype).name, (TJ, TY, RM, KS))
 
 
 @functools.cache
-def _build(dtype_name: str) -> SimpleNamespace:
+def _build(dtype_name: str, tile: tuple) -> SimpleNamespace:
     real = np.dtype(dtype_name).type  # np.float32 or np.float64: constants and local arrays in the input dtype
 
     # --- recurrent form ------------------------------------------------------------------------
@@ -242,37 +255,107 @@ def _build(dtype_name: str) -> SimpleNamespace:
                     states[b, c + 1, h, kk, vv] = s
             s_final[b, h, kk, vv] = s
 
-    @cuda.jit
-    def scores(q, k, bl, C, A):
-        """Pass 3a, a thread per (b, h, c, i, j): the decayed scores of the chunk's queries i and keys j,
-        A[b, h, c, i, j] = sum_k q_t[k] k_r[k] exp(bl_t - bl_r)[k] for r = s + j <= t = s + i (else 0)."""
-        i = cuda.grid(1)
-        B, T, H, K = q.shape
-        n, L = A.shape[2], A.shape[3]  # L = min(C, T): the chunk's rows
-        if i < B * H * n * L * L:
-            b, h, c, ii, jj = i // (H * n * L * L), (i // (n * L * L)) % H, (i // (L * L)) % n, (i // L) % L, i % L
-            t, r = c * C + ii, c * C + jj
-            a = real(0)
-            if t < T and r <= t:
-                for kk in range(K):
-                    a += q[b, t, h, kk] * k[b, r, h, kk] * math.exp(bl[b, t, h, kk] - bl[b, r, h, kk])
-            A[b, h, c, ii, jj] = a
+    # Pass 3a: the chunk's L x L score matrices, by tiles of BI query rows and TJ key columns (a
+    # block of TJ x TY threads, each holding RM rows of one column in registers), the key dims
+    # streamed through shared memory KS at a time. Upper tiles (every key after every query) are
+    # zeros. Rows are padded to KS + 1 so that a warp's TJ threads, reading down one column of the
+    # key tile, hit TJ different banks.
+    TJ, TY, RM, KS = tile
+    NT, BI, KP = TJ * TY, TY * RM, KS + 1  # threads, rows of a tile, padded row length
+    # Two blocks per multiprocessor: ptxas keeps the score kernels within 128 registers (168 and
+    # 198 unbounded, float32 and float64: one block of 8 warps), without spills (bench ptx).
+    # The simulator's jit takes no launch bounds.
+    two_blocks = {} if config.ENABLE_CUDASIM else {"launch_bounds": (NT, 2)}
 
-    @cuda.jit
+    @cuda.jit(device=True, inline="always")
+    def load_tile(dst, src, b, h, first, end, k0, tid):
+        """dst[r, c] = src[b, first + r, h, k0 + c], zeros past row ``end`` or the last column; the
+        block's threads read consecutive columns of a row."""
+        for idx in range(tid, dst.shape[0] * KS, NT):
+            r, c = idx // KS, idx % KS
+            t, kk = first + r, k0 + c
+            dst[r, c] = src[b, t, h, kk] if t < end and kk < src.shape[3] else real(0)
+
+    @cuda.jit(device=True, inline="always")
+    def tile_origin(A):
+        """(b, h, c, first row i0, first column j0) of this block's tile of A[b, h, c], from
+        blockIdx.x = (b, h, c) and blockIdx.y = the tile, row tiles major."""
+        H, n, L = A.shape[1], A.shape[2], A.shape[3]
+        tiles_j = (L + TJ - 1) // TJ
+        bhc = cuda.blockIdx.x
+        b, h, c = bhc // (H * n), (bhc // n) % H, bhc % n
+        return b, h, c, (cuda.blockIdx.y // tiles_j) * BI, (cuda.blockIdx.y % tiles_j) * TJ
+
+    @cuda.jit(**two_blocks)
+    def scores(q, k, bl, C, A):
+        """A block per (b, h, c) (grid x) and tile of A[b, h, c] (grid y): the decayed scores of the
+        chunk's queries i and keys j, A[b, h, c, i, j] = sum_k q_t[k] k_r[k] exp(bl_t - bl_r)[k] for
+        r = s + j <= t = s + i (else 0)."""
+        B, T, H, K = q.shape
+        b, h, c, i0, j0 = tile_origin(A)
+        L = A.shape[3]
+        s = c * C
+        e = min(s + C, T)
+        tx, ty = cuda.threadIdx.x % TJ, cuda.threadIdx.x // TJ
+        acc = cuda.local.array(RM, real)
+        for m in range(RM):
+            acc[m] = 0
+        if j0 <= i0 + BI - 1:  # not an upper tile: the same test for the whole block
+            sq = cuda.shared.array((BI, KP), real)
+            sbq = cuda.shared.array((BI, KP), real)
+            sk = cuda.shared.array((TJ, KP), real)
+            sbk = cuda.shared.array((TJ, KP), real)
+            r = s + j0 + tx
+            for k0 in range(0, K, KS):
+                load_tile(sq, q, b, h, s + i0, e, k0, cuda.threadIdx.x)
+                load_tile(sbq, bl, b, h, s + i0, e, k0, cuda.threadIdx.x)
+                load_tile(sk, k, b, h, s + j0, e, k0, cuda.threadIdx.x)
+                load_tile(sbk, bl, b, h, s + j0, e, k0, cuda.threadIdx.x)
+                cuda.syncthreads()
+                for cc in range(min(KS, K - k0)):
+                    kv, bk = sk[tx, cc], sbk[tx, cc]
+                    for m in range(RM):
+                        t = s + i0 + ty + TY * m
+                        if r <= t and t < e:
+                            acc[m] += sq[ty + TY * m, cc] * kv * math.exp(sbq[ty + TY * m, cc] - bk)
+                cuda.syncthreads()
+        for m in range(RM):
+            ii, jj = i0 + ty + TY * m, j0 + tx
+            if ii < L and jj < L:
+                A[b, h, c, ii, jj] = acc[m]
+
+    @cuda.jit(**two_blocks)
     def score_gradients(do, v, scale, C, dA):
-        """Pass 3a of the backward, a thread per (b, h, c, i, j): dA[b, h, c, i, j] = scale * do_t . v_r
-        for r = s + j <= t = s + i (else 0), the gradient of the score A[b, h, c, i, j]."""
-        i = cuda.grid(1)
+        """The same tiles: dA[b, h, c, i, j] = scale * do_t . v_r for r = s + j <= t = s + i (else 0),
+        the gradient of the score A[b, h, c, i, j]."""
         B, T, H, V = v.shape
-        n, L = dA.shape[2], dA.shape[3]
-        if i < B * H * n * L * L:
-            b, h, c, ii, jj = i // (H * n * L * L), (i // (n * L * L)) % H, (i // (L * L)) % n, (i // L) % L, i % L
-            t, r = c * C + ii, c * C + jj
-            a = real(0)
-            if t < T and r <= t:
-                for vv in range(V):
-                    a += do[b, t, h, vv] * v[b, r, h, vv]
-            dA[b, h, c, ii, jj] = scale * a
+        b, h, c, i0, j0 = tile_origin(dA)
+        L = dA.shape[3]
+        s = c * C
+        e = min(s + C, T)
+        tx, ty = cuda.threadIdx.x % TJ, cuda.threadIdx.x // TJ
+        acc = cuda.local.array(RM, real)
+        for m in range(RM):
+            acc[m] = 0
+        if j0 <= i0 + BI - 1:
+            sdo = cuda.shared.array((BI, KP), real)
+            sv = cuda.shared.array((TJ, KP), real)
+            r = s + j0 + tx
+            for k0 in range(0, V, KS):
+                load_tile(sdo, do, b, h, s + i0, e, k0, cuda.threadIdx.x)
+                load_tile(sv, v, b, h, s + j0, e, k0, cuda.threadIdx.x)
+                cuda.syncthreads()
+                for cc in range(min(KS, V - k0)):
+                    vv = sv[tx, cc]
+                    for m in range(RM):
+                        t = s + i0 + ty + TY * m
+                        if r <= t and t < e:
+                            acc[m] += sdo[ty + TY * m, cc] * vv
+                cuda.syncthreads()
+        for m in range(RM):
+            ii, jj = i0 + ty + TY * m, j0 + tx
+            if ii < L and jj < L:
+                dA[b, h, c, ii, jj] = scale * acc[m]
 
     @cuda.jit
     def chunk_outputs(qg, v, A, scale, C, states, o):
@@ -345,6 +428,9 @@ def _build(dtype_name: str) -> SimpleNamespace:
         recurrent_dq_dk=recurrent_dq_dk,
         recurrent_dv=recurrent_dv,
         gate_gradient=gate_gradient,
+        score_threads=NT,
+        score_rows=BI,
+        score_columns=TJ,
         chunk_gates=chunk_gates,
         contributions=contributions,
         carry=carry,
@@ -373,6 +459,12 @@ def check_dims(K: int, V: int) -> None:
         raise ValueError(
             f"v: the CUDA kernels hold a state row in a local array: expected V <= {MAX_DIM}, got V = {V}"
         )
+
+
+def _score_grid(ks, A):
+    """Blocks of the score kernels: (b, h, c) on x, the tiles of an L x L matrix on y."""
+    B, H, n, L = A.shape[:4]
+    return B * H * n, math.ceil(L / ks.score_rows) * math.ceil(L / ks.score_columns)
 
 
 def _chunks(T, C):
@@ -428,7 +520,7 @@ def _prepare(ks, q, k, gk, C, work):
     B, T, H, K = q.shape
     n = _chunks(T, C)
     ks.chunk_gates[_grid(B * n * H * K), THREADS](q, k, gk, C, work.bl, work.qg, work.kg)
-    ks.scores[_grid(work.A.size), THREADS](q, k, work.bl, C, work.A)
+    ks.scores[_score_grid(ks, work.A), ks.score_threads](q, k, work.bl, C, work.A)
 
 
 def launch_chunked(q, k, v, gk, scale, h0, o, states, ht, chunk_size, work=None):
@@ -460,7 +552,7 @@ def launch_chunked_backward(q, k, v, gk, scale, states, ht, do, dht, dq, dk, dv,
     scale = q.dtype.type(scale)
     dstates = work.dstates  # dstates[:, c]: gradient of the state entering chunk c
     _prepare(ks, q, k, gk, chunk_size, work)
-    ks.score_gradients[_grid(work.dA.size), THREADS](do, v, scale, chunk_size, work.dA)
+    ks.score_gradients[_score_grid(ks, work.dA), ks.score_threads](do, v, scale, chunk_size, work.dA)
     ks.contributions[(_grid(B * H * K * V), n), (THREADS, 1)](work.qg, do, scale, chunk_size, 0, dstates)
     ks.carry[_grid(B * H * K * V), THREADS](dstates, work.bl, chunk_size, dht, dh0, True)
     ks.chunk_dq_dk[_grid(B * T * H * K), THREADS](

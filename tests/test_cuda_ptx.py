@@ -13,7 +13,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-from ref.bench.ptx import ptxas_report, resources
+from ref.bench.ptx import launch_bounds, ptxas_report, resources
 
 CUDA_MODULES = [
     "numba_kernels.scan_cuda",
@@ -42,7 +42,7 @@ def test_kernels_compile_to_ptx(module, dtype):
     cuda = _toolchain()
     mod = importlib.import_module(module)
     for kernel, argtypes, *_ in mod.kernel_signatures(dtype):
-        ptx, _ = cuda.compile_ptx(kernel.py_func, argtypes, cc=(9, 0))
+        ptx, _ = cuda.compile_ptx(kernel.py_func, argtypes, cc=(9, 0), launch_bounds=launch_bounds(kernel))
         assert ".visible .entry" in ptx, kernel.py_func.__name__
         used = resources(ptxas_report(ptx))  # ptxas's report, as bench ptx tabulates it
         assert used["registers"] is not None, kernel.py_func.__name__

@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from numba_kernels import gla_cuda
 from ref.mixers.gla import FORMS
@@ -28,15 +29,35 @@ def run(form, backend, q, k, v, gk, h0, do, dht, scale, chunk_size):
     return dict(zip(NAMES, (o, ht, *backward(do, dht, cache))))
 
 
+# Small score tiles (TJ, TY, RM, KS): several tiles per chunk and several steps over the key dims
+# at the tiny sizes the simulator can run; rows per tile (TY RM) equal to, above and below TJ.
+SMALL_TILES = ((4, 2, 2, 2), (2, 3, 1, 4), (4, 1, 2, 1))
+
+
 @settings(max_examples=8)
-@given(gla_cases(max_T=9, dtypes=(np.float64, np.float32)))
-def test_cuda_kernels_agree_with_numpy(case):
+@given(gla_cases(max_T=9, dtypes=(np.float64, np.float32)), st.sampled_from(SMALL_TILES))
+def test_cuda_kernels_agree_with_numpy(case, tile):
     """Recurrent and chunked, forward and backward, float64 and float32 (against float64)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(gla_cuda, "SCORE_TILE", tile)
+        check_against_numpy(case)
+
+
+def test_the_default_score_tiles():
+    """The GPU's tiles once: chunks of 36 steps (two row and two column tiles, one of them upper)
+    and K = 33 (two steps over the key dims), forward and backward."""
+    assert gla_cuda.SCORE_TILE == (32, 8, 4, 32)
+    case = dict(B=1, T=40, H=1, K=33, V=2, chunk_size=36, gates="mid", scale=None, with_h0=True,
+                with_dht=True, dtype=np.float64, seed=11)  # fmt: skip
+    check_against_numpy(case, forms=("chunked",))
+
+
+def check_against_numpy(case, forms=("recurrent", "chunked")):
     q, k, v, gk, h0, do, dht = make_arrays(case)
     up = lambda x: None if x is None else x.astype(np.float64)  # noqa: E731
     want = run("recurrent", "numpy", *map(up, (q, k, v, gk, h0, do, dht)), case["scale"], case["chunk_size"])
     tol = bounds(q, k, v, gk, h0, do, dht, case["scale"], case["dtype"])
-    for form in ("recurrent", "chunked"):
+    for form in forms:
         got = run(form, "cuda", q, k, v, gk, h0, do, dht, case["scale"], case["chunk_size"])
         for name in NAMES:
             if got[name] is not None:
@@ -45,7 +66,8 @@ def test_cuda_kernels_agree_with_numpy(case):
 
 
 @pytest.mark.parametrize("form", ["recurrent", "chunked"])
-def test_cuda_finite_differences(form, rng):
+def test_cuda_finite_differences(form, rng, monkeypatch):
+    monkeypatch.setattr(gla_cuda, "SCORE_TILE", SMALL_TILES[0])  # 16 simulated threads a block, not 256
     B, T, H, K, V = 1, 5, 1, 2, 2
     inputs = {
         "q": rng.standard_normal((B, T, H, K)),
@@ -73,8 +95,9 @@ def test_head_dims_beyond_the_local_arrays_are_refused():
         FORMS["recurrent"][0](q, q, np.zeros((1, 2, 1, big), np.float32), backend="cuda")
 
 
-def test_the_chunked_form_takes_any_head_dim(rng):
+def test_the_chunked_form_takes_any_head_dim(rng, monkeypatch):
     """The chunked kernels hold no state row in a local array: a head wider than MAX_DIM works."""
+    monkeypatch.setattr(gla_cuda, "SCORE_TILE", SMALL_TILES[0])
     B, T, H, K, V = 1, 3, 1, 2, gla_cuda.MAX_DIM + 1
     q, k = rng.standard_normal((2, B, T, H, K))
     v = rng.standard_normal((B, T, H, V))
