@@ -33,10 +33,11 @@ into a workspace (``chunked_workspace``):
      (b, h, c) and tile of A, the rows of q, k and bl it needs staged in shared memory (coalesced
      loads) and each thread's RM entries in registers; then ``chunk_outputs``, a thread per
      (b, t, h, v): o_t = scale (qg_t S_c + sum_j A_tj v_j).
-  The backward: (0) and A again, ``score_gradients`` dA_ij = scale do_i . v_j by the same tiles, (1) scale * sum_i qg_i[k]
-  do_i[v] per chunk, (2) the gradient of the entering states carried from the last chunk, (3) a
-  thread per (b, t, h, k) for dq and dk (they need only the gates of key dim k), a thread per
-  (b, t, h, v) for dv.
+  The backward: (0) and A again, ``score_gradients`` dA_ij = scale do_i . v_j by the same
+  tiles, (1) scale * sum_i qg_i[k] do_i[v] per chunk, (2) the gradient of the entering states
+  carried from the last chunk, (3) a thread per (b, t, h, k) for dq and dk (they need only the
+  gates of key dim k; they read the states and their gradients transposed, so that a warp's
+  loads are coalesced), a thread per (b, t, h, v) for dv.
 The gate gradient (dgk = reverse cumulative sum of q dq - k dk, plus sum_v dht * ht) is a thread
 per (b, h, k). Every exponent is bl_t - bl_j with j <= t, bl_t or bl_last - bl_j, all <= 0: bl is
 one running sum of gates <= 0 and rounding is monotone, so bl_t <= bl_j in floating point too.
@@ -55,9 +56,10 @@ Numerics: the CUDA target contracts a * b + c into FMAs, so results differ from 
 last bits.
 
 Kernels are built per dtype and score tile by ``kernels(dtype, tile)`` (the local and shared
-arrays need the element type and their sizes at compile time; CUDA kernels are compiled per process anyway, never cached), and float32 kernels
-compute in float32 (``tests/test_cuda_ptx.py`` checks the PTX). Host wrappers take and return
-NumPy arrays; the ``launch_*`` functions work on device arrays.
+arrays need the element type and their sizes at compile time; CUDA kernels are compiled per
+process anyway, never cached), and float32 kernels compute in float32 (``tests/test_cuda_ptx.py``
+checks the PTX). Host wrappers take and return NumPy arrays; the ``launch_*`` functions work on
+device arrays.
 """
 
 from __future__ import annotations
@@ -375,11 +377,24 @@ def _build(dtype_name: str, tile: tuple) -> SimpleNamespace:
             o[b, t, h, vv] = scale * acc
 
     @cuda.jit
-    def chunk_dq_dk(q, k, v, bl, do, dA, scale, C, states, dstates, dq, dk):
+    def transpose_states(src, dst):
+        """A thread per element: dst[b, c, h, v, k] = src[b, c, h, k, v] (consecutive threads: consecutive k)."""
+        i = cuda.grid(1)
+        B, n1, H, V, K = dst.shape
+        if i < dst.size:
+            b, c, h = i // (n1 * H * V * K), (i // (H * V * K)) % n1, (i // (V * K)) % H
+            vv, kk = (i // K) % V, i % K
+            dst[b, c, h, vv, kk] = src[b, c, h, kk, vv]
+
+    @cuda.jit
+    def chunk_dq_dk(q, k, v, bl, do, dA, scale, C, statesT, dstatesT, dq, dk):
         """Pass 3b of the backward, a thread per (b, t, h, k), with dA the score gradients:
 
         dq_t = scale exp(bl_t) (do_t S_c^T) + sum_{r <= t} dA_tr k_r exp(bl_t - bl_r)
         dk_t = exp(bl_last - bl_t) (v_t dS_{c+1}^T) + sum_{r >= t} dA_rt q_r exp(bl_r - bl_t)
+
+        The states come transposed, (B, n + 1, H, V, K): a warp's threads (consecutive k) then
+        read consecutive addresses of S_c^T[v] instead of one row of S_c each.
         """
         i = cuda.grid(1)
         B, T, H, K = q.shape
@@ -393,8 +408,8 @@ def _build(dtype_name: str, tile: tuple) -> SimpleNamespace:
             acc_q = real(0)
             acc_k = real(0)
             for vv in range(V):
-                acc_q += do[b, t, h, vv] * states[b, c, h, kk, vv]
-                acc_k += v[b, t, h, vv] * dstates[b, c + 1, h, kk, vv]
+                acc_q += do[b, t, h, vv] * statesT[b, c, h, vv, kk]
+                acc_k += v[b, t, h, vv] * dstatesT[b, c + 1, h, vv, kk]
             dq_t = scale * math.exp(bt) * acc_q  # from (1)
             dk_t = math.exp(bl[b, e - 1, h, kk] - bt) * acc_k  # from (3)
             for r in range(s, t + 1):  # key r of query t
@@ -437,6 +452,7 @@ def _build(dtype_name: str, tile: tuple) -> SimpleNamespace:
         scores=scores,
         score_gradients=score_gradients,
         chunk_outputs=chunk_outputs,
+        transpose_states=transpose_states,
         chunk_dq_dk=chunk_dq_dk,
         chunk_dv=chunk_dv,
     )
@@ -498,7 +514,8 @@ def launch_recurrent_backward(q, k, v, gk, scale, h0, ht, do, dht, dq, dk, dv, d
 def chunked_workspace(B, T, H, K, V, chunk_size, dtype, backward=False) -> SimpleNamespace:
     """The device arrays the chunked form computes on its way, allocated once to be reused:
     bl, qg, kg (B, T, H, K) of pass 0; the scores A (B, H, n, L, L) with L = min(C, T); for the
-    backward also their gradients dA and dstates (B, n + 1, H, K, V)."""
+    backward also their gradients dA and dstates (B, n + 1, H, K, V), and the states and dstates
+    transposed (B, n + 1, H, V, K)."""
     n = _chunks(T, chunk_size)
     L = min(chunk_size, T)
     work = SimpleNamespace(
@@ -508,10 +525,14 @@ def chunked_workspace(B, T, H, K, V, chunk_size, dtype, backward=False) -> Simpl
         A=cuda.device_array((B, H, n, L, L), dtype),
         dA=None,
         dstates=None,
+        statesT=None,
+        dstatesT=None,
     )
     if backward:
         work.dA = cuda.device_array((B, H, n, L, L), dtype)
         work.dstates = cuda.device_array((B, n + 1, H, K, V), dtype)
+        work.statesT = cuda.device_array((B, n + 1, H, V, K), dtype)
+        work.dstatesT = cuda.device_array((B, n + 1, H, V, K), dtype)
     return work
 
 
@@ -555,8 +576,10 @@ def launch_chunked_backward(q, k, v, gk, scale, states, ht, do, dht, dq, dk, dv,
     ks.score_gradients[_score_grid(ks, work.dA), ks.score_threads](do, v, scale, chunk_size, work.dA)
     ks.contributions[(_grid(B * H * K * V), n), (THREADS, 1)](work.qg, do, scale, chunk_size, 0, dstates)
     ks.carry[_grid(B * H * K * V), THREADS](dstates, work.bl, chunk_size, dht, dh0, True)
+    ks.transpose_states[_grid(states.size), THREADS](states, work.statesT)
+    ks.transpose_states[_grid(dstates.size), THREADS](dstates, work.dstatesT)
     ks.chunk_dq_dk[_grid(B * T * H * K), THREADS](
-        q, k, v, work.bl, do, work.dA, scale, chunk_size, states, dstates, dq, dk
+        q, k, v, work.bl, do, work.dA, scale, chunk_size, work.statesT, work.dstatesT, dq, dk
     )
     ks.chunk_dv[_grid(B * T * H * V), THREADS](work.kg, do, work.A, scale, chunk_size, dstates, dv)
     ks.gate_gradient[_grid(B * H * K), THREADS](q, dq, k, dk, ht, dht, dgk)
@@ -660,6 +683,7 @@ def kernel_signatures(dtype):
         (ks.scores, (A4, A4, A4, i64, A5)),
         (ks.score_gradients, (A4, A4, f, i64, A5)),
         (ks.chunk_outputs, (A4, A4, A5, f, i64, A5, A4)),
+        (ks.transpose_states, (A5, A5)),
         (ks.chunk_dq_dk, (A4, A4, A4, A4, A4, A5, f, i64, A5, A5, A4, A4)),
         (ks.chunk_dv, (A4, A4, A5, f, i64, A5, A4)),
     ]
