@@ -29,8 +29,8 @@ def gla_recurrent(q, k, v, gk=None, *, scale=None, initial_state=None, backend: 
     q, k (B, T, H, K); v (B, T, H, V); gk (B, T, H, K) natural-log gates <= 0, or None for no decay
     (plain linear attention); scale (default K^-0.5); initial_state (B, H, K, V) or None.
     Returns ``o`` (B, T, H, V), the final state ``ht`` (B, H, K, V) and the cache.
-    backend: "numpy" (this loop), "numba" (``numba_kernels.gla_cpu.gla_cpu``), "cuda" (a thread
-    per state column, ``numba_kernels.gla_cuda.gla_cuda``) or "auto"; the backward runs on the
+    backend: "numpy" (this loop), "numba" (``numba_kernels.gla_cpu.gla_cpu``), "cuda" (a group of
+    lanes per state column, ``numba_kernels.gla_cuda.gla_cuda``) or "auto"; the backward runs on the
     same backend.
     """
     q, k, v, gk, scale, initial_state = check_inputs(q, k, v, gk, scale, initial_state)
