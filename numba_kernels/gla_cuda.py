@@ -79,7 +79,7 @@ from numba import config, cuda
 
 from numba_kernels.cuda_lanes import shfl_xor
 
-THREADS = 128  # threads per block of the kernels without shared memory
+THREADS = 128  # threads per block (whole warps), except in the score tiles
 # The score tiles of the chunked form: (TJ, TY, RM, KS) = TJ x TY threads per block, RM query rows
 # per thread (tiles of TY RM rows by TJ columns), KS key dims per shared-memory step. Read at each
 # launch: the simulator tests set smaller tiles.
@@ -236,8 +236,9 @@ def _build_recurrent(dtype_name: str, LANES: int, SK: int, SV: int) -> SimpleNam
 
 
 def kernels(dtype, tile: tuple | None = None) -> SimpleNamespace:
-    """Every kernel of this module for ``dtype`` (float32 or float64) and score tile (default
-    ``SCORE_TILE``), compiled lazily at launch."""
+    """The chunked form's kernels and the gate gradient for ``dtype`` (float32 or float64) and
+    score tile (default ``SCORE_TILE``), compiled lazily at launch (the recurrent form's:
+    :func:`recurrent_kernels`)."""
     tile = SCORE_TILE if tile is None else tile
     TJ, TY, RM, KS = (int(x) for x in tile)
     if min(TJ, TY, RM, KS) < 1:
